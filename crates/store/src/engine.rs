@@ -1,0 +1,576 @@
+//! [`Store`]: the single writer thread, group commit, the event history and watch fan-out.
+//!
+//! # Writes
+//!
+//! [`Store::write`] puts the request on a channel and awaits a one-shot reply. One std thread,
+//! the writer, takes the first queued request, then everything else already queued (up to
+//! [`MAX_BATCH`]), and hands the batch to [`Backend::commit`]: one transaction, one fsync for
+//! all of them. That is group commit: while a commit is on the disk, new requests pile up and
+//! all go in the next commit, so throughput grows with the number of concurrent writers
+//! instead of being capped at one write per fsync.
+//!
+//! After the commit the writer, in this order, advances [`Store::current_revision`], appends the
+//! events to the history and hands them to every matching watcher (under the hub lock), then
+//! replies to the waiting writers. So once `write` returns revision `r`, a watch from `r - 1`
+//! is guaranteed to see it.
+//!
+//! # Reads
+//!
+//! [`Store::get`] and [`Store::list`] go straight to the backend's read snapshot on the caller's
+//! thread; they never queue behind the writer.
+//!
+//! # History and watches
+//!
+//! The hub keeps the latest `history_capacity` events in a ring. Revisions are contiguous (a
+//! failed write takes none), so the ring holds every event after
+//! [`Store::oldest_watchable_revision`]. [`Store::watch`] copies the matching part of the ring
+//! into a new watcher queue and registers that queue under the same lock the writer publishes
+//! under: nothing can slip between replay and live events, and nothing is delivered twice.
+//!
+//! Each watcher has its own bounded queue (`watch_buffer` live events on top of its replay). The
+//! writer never waits on a watcher: if a queue is full, the watcher is cut off, its queue is
+//! dropped, and it gets one [`Error::Expired`] followed by the end of the stream. Its client
+//! re-lists and watches again, as with a compacted etcd revision.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use tokio::sync::{Notify, oneshot};
+
+use crate::backend::{Backend, MemoryBackend, RedbBackend};
+use crate::{Encoder, Error, Event, Page, Precondition, Record, Result, Revision, Write};
+
+/// The most writes one commit takes. Bounds the latency of the first write in a batch and the
+/// size of one transaction.
+pub const MAX_BATCH: usize = 256;
+
+/// Tuning of a [`Store`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// How many recent events the store keeps for watches to resume from.
+    pub history_capacity: usize,
+    /// How many live events may wait in one watcher's queue before it is cut off as too slow.
+    pub watch_buffer: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            history_capacity: 100_000,
+            watch_buffer: 1024,
+        }
+    }
+}
+
+/// A handle to the store. Cheap to clone; every clone talks to the same writer thread.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    requests: mpsc::Sender<Request>,
+    hub: Arc<Hub>,
+    revision: Arc<AtomicU64>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+enum Request {
+    Write(Write, oneshot::Sender<Result<Event>>),
+    Shutdown,
+}
+
+impl Store {
+    /// Opens (or creates) the redb database at `path`.
+    pub fn open_redb(path: &Path, options: StoreOptions) -> Result<Store> {
+        Store::new(Arc::new(RedbBackend::open(path)?), options)
+    }
+
+    /// A store whose data lives only in memory.
+    pub fn in_memory(options: StoreOptions) -> Store {
+        Store::start(Arc::new(MemoryBackend::new()), 0, options)
+    }
+
+    /// A store over any backend; resumes at the backend's current revision.
+    pub fn new(backend: Arc<dyn Backend>, options: StoreOptions) -> Result<Store> {
+        let revision = backend.current_revision()?;
+        Ok(Store::start(backend, revision, options))
+    }
+
+    fn start(backend: Arc<dyn Backend>, revision: Revision, options: StoreOptions) -> Store {
+        let hub = Arc::new(Hub {
+            state: Mutex::new(HubState {
+                history: VecDeque::new(),
+                history_base: revision,
+                watchers: Vec::new(),
+                next_watcher_id: 0,
+                closed: false,
+            }),
+            history_capacity: options.history_capacity,
+            watch_buffer: options.watch_buffer.max(1),
+        });
+        let shared_revision = Arc::new(AtomicU64::new(revision));
+        let (requests, receiver) = mpsc::channel();
+        let writer = Writer {
+            backend: backend.clone(),
+            hub: hub.clone(),
+            revision: shared_revision.clone(),
+            requests: receiver,
+        };
+        // Failing to start a thread is as fatal as failing to allocate; there is no store without
+        // its writer.
+        let handle = std::thread::Builder::new()
+            .name("hollow-store-writer".to_owned())
+            .spawn(move || writer.run())
+            .expect("spawn the store writer thread");
+        Store {
+            inner: Arc::new(Inner {
+                backend,
+                requests,
+                hub,
+                revision: shared_revision,
+                writer: Mutex::new(Some(handle)),
+            }),
+        }
+    }
+
+    /// One key as of the latest commit.
+    pub fn get(&self, key: &str) -> Result<Option<Record>> {
+        self.inner.backend.get(key)
+    }
+
+    /// Keys under `prefix` in key order, after `start_after`, at most `limit`, from one snapshot.
+    pub fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Page> {
+        self.inner.backend.range(prefix, start_after, limit)
+    }
+
+    /// Queues `write` for the next group commit and waits until it is durable.
+    pub async fn write(&self, write: Write) -> Result<Event> {
+        let (reply, response) = oneshot::channel();
+        self.inner
+            .requests
+            .send(Request::Write(write, reply))
+            .map_err(|_| Error::Closed)?;
+        // A dropped reply means the writer stopped before reaching this request.
+        response.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Creates `key`; fails with [`Error::AlreadyExists`] if it exists.
+    pub async fn create(&self, key: impl Into<String>, value: Encoder) -> Result<Event> {
+        self.write(Write::Put {
+            key: key.into(),
+            precondition: Precondition::MustNotExist,
+            value,
+        })
+        .await
+    }
+
+    /// Writes `key` if `precondition` holds.
+    pub async fn update(
+        &self,
+        key: impl Into<String>,
+        precondition: Precondition,
+        value: Encoder,
+    ) -> Result<Event> {
+        self.write(Write::Put {
+            key: key.into(),
+            precondition,
+            value,
+        })
+        .await
+    }
+
+    /// Deletes `key` if `precondition` holds; the event carries what `final_value` produces.
+    pub async fn delete(
+        &self,
+        key: impl Into<String>,
+        precondition: Precondition,
+        final_value: Encoder,
+    ) -> Result<Event> {
+        self.write(Write::Delete {
+            key: key.into(),
+            precondition,
+            final_value,
+        })
+        .await
+    }
+
+    /// The revision of the latest commit made through this store.
+    pub fn current_revision(&self) -> Revision {
+        self.inner.revision.load(Ordering::Acquire)
+    }
+
+    /// The smallest `after` that [`Store::watch`] accepts: every event after it is retained.
+    pub fn oldest_watchable_revision(&self) -> Revision {
+        self.inner.hub.lock().history_base
+    }
+
+    /// Every event after revision `after` whose key starts with `prefix`, in revision order:
+    /// first those still in the history, then live ones.
+    pub fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
+        self.inner.hub.subscribe(&self.inner.hub, prefix, after)
+    }
+
+    /// Stops accepting writes, commits everything already queued, ends every watch and waits
+    /// for the writer thread to exit. Later writes fail with [`Error::Closed`].
+    pub async fn shutdown(&self) {
+        let _ = self.inner.requests.send(Request::Shutdown);
+        let handle = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: let the writer finish what is queued, and wait for it so the
+        // backend (and its file lock) is released when the store is dropped.
+        let _ = self.requests.send(Request::Shutdown);
+        let handle = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// writer thread
+// ---------------------------------------------------------------------------------------------
+
+struct Writer {
+    backend: Arc<dyn Backend>,
+    hub: Arc<Hub>,
+    revision: Arc<AtomicU64>,
+    requests: mpsc::Receiver<Request>,
+}
+
+impl Writer {
+    fn run(self) {
+        let mut writes = Vec::with_capacity(MAX_BATCH);
+        let mut replies = Vec::with_capacity(MAX_BATCH);
+        let mut stopping = false;
+        while !stopping {
+            let Ok(first) = self.requests.recv() else {
+                break;
+            };
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                match request {
+                    Request::Write(write, reply) => {
+                        writes.push(write);
+                        replies.push(reply);
+                    }
+                    Request::Shutdown => {
+                        stopping = true;
+                        break;
+                    }
+                }
+                if writes.len() < MAX_BATCH {
+                    next = self.requests.try_recv().ok();
+                }
+            }
+            if !writes.is_empty() {
+                self.commit(&mut writes, &mut replies);
+            }
+        }
+        tracing::debug!("store writer stopped");
+        self.hub.close();
+    }
+
+    fn commit(&self, writes: &mut Vec<Write>, replies: &mut Vec<oneshot::Sender<Result<Event>>>) {
+        let batch = std::mem::take(writes);
+        match self.backend.commit(batch) {
+            Ok(outcomes) => {
+                let mut events = Vec::with_capacity(outcomes.len());
+                let mut answers = Vec::with_capacity(outcomes.len());
+                for outcome in outcomes {
+                    match outcome {
+                        Ok(event) => {
+                            let event = Arc::new(event);
+                            answers.push(Ok(Event::clone(&event)));
+                            events.push(event);
+                        }
+                        Err(error) => answers.push(Err(error)),
+                    }
+                }
+                if let Some(last) = events.last() {
+                    self.revision.store(last.revision, Ordering::Release);
+                    self.hub.publish(events);
+                }
+                for (reply, answer) in replies.drain(..).zip(answers) {
+                    // The waiter may have given up (its future was dropped); nothing to do then.
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "store commit failed");
+                let message = error.to_string();
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(Error::Backend(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// history and fan-out
+// ---------------------------------------------------------------------------------------------
+
+struct Hub {
+    state: Mutex<HubState>,
+    history_capacity: usize,
+    watch_buffer: usize,
+}
+
+struct HubState {
+    /// The latest events, oldest first, revisions contiguous.
+    history: VecDeque<Arc<Event>>,
+    /// Every event with a revision above this one is in `history`.
+    history_base: Revision,
+    watchers: Vec<Subscriber>,
+    next_watcher_id: u64,
+    closed: bool,
+}
+
+struct Subscriber {
+    id: u64,
+    prefix: String,
+    queue: Arc<WatchQueue>,
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, events: Vec<Arc<Event>>) {
+        let mut state = self.lock();
+        let HubState {
+            history,
+            history_base,
+            watchers,
+            ..
+        } = &mut *state;
+        history.extend(events.iter().cloned());
+        while history.len() > self.history_capacity {
+            if let Some(oldest) = history.pop_front() {
+                *history_base = oldest.revision;
+            }
+        }
+        let oldest = *history_base;
+        watchers.retain(|subscriber| {
+            subscriber
+                .queue
+                .push(&subscriber.prefix, &events, self.watch_buffer, oldest)
+        });
+    }
+
+    fn subscribe(&self, hub: &Arc<Hub>, prefix: &str, after: Revision) -> Result<Watch> {
+        let mut state = self.lock();
+        if after < state.history_base {
+            return Err(Error::Expired {
+                requested: after,
+                oldest: state.history_base,
+            });
+        }
+        let start = state
+            .history
+            .partition_point(|event| event.revision <= after);
+        let replay: VecDeque<Arc<Event>> = state
+            .history
+            .range(start..)
+            .filter(|event| event.key.starts_with(prefix))
+            .cloned()
+            .collect();
+        let queue = Arc::new(WatchQueue {
+            state: Mutex::new(QueueState {
+                replay_outstanding: replay.len(),
+                events: replay,
+                delivered: after,
+                end: state.closed.then_some(End::Closed),
+            }),
+            notify: Notify::new(),
+        });
+        let id = state.next_watcher_id;
+        state.next_watcher_id += 1;
+        if !state.closed {
+            state.watchers.push(Subscriber {
+                id,
+                prefix: prefix.to_owned(),
+                queue: queue.clone(),
+            });
+        }
+        Ok(Watch {
+            hub: hub.clone(),
+            id,
+            queue,
+        })
+    }
+
+    fn unsubscribe(&self, id: u64) {
+        self.lock()
+            .watchers
+            .retain(|subscriber| subscriber.id != id);
+    }
+
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        for subscriber in state.watchers.drain(..) {
+            subscriber.queue.finish(End::Closed);
+        }
+    }
+}
+
+struct WatchQueue {
+    state: Mutex<QueueState>,
+    notify: Notify,
+}
+
+struct QueueState {
+    events: VecDeque<Arc<Event>>,
+    /// Replayed history events not yet taken; they do not count against the live buffer.
+    replay_outstanding: usize,
+    /// Revision of the last event handed to the watcher (or the watch's start).
+    delivered: Revision,
+    end: Option<End>,
+}
+
+#[derive(Clone, Copy)]
+enum End {
+    /// The store shut down: drain what is queued, then end.
+    Closed,
+    /// The watcher fell behind: report this once, then end.
+    Expired {
+        requested: Revision,
+        oldest: Revision,
+    },
+    /// The expiry was reported.
+    Reported,
+}
+
+impl WatchQueue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues the events under `prefix`; returns whether the watcher is still live.
+    fn push(&self, prefix: &str, events: &[Arc<Event>], buffer: usize, oldest: Revision) -> bool {
+        let mut matching = events
+            .iter()
+            .filter(|event| event.key.starts_with(prefix))
+            .peekable();
+        if matching.peek().is_none() {
+            return true;
+        }
+        let mut state = self.lock();
+        if state.end.is_some() {
+            return false;
+        }
+        let limit = buffer + state.replay_outstanding;
+        for event in matching {
+            if state.events.len() >= limit {
+                state.events = VecDeque::new();
+                state.replay_outstanding = 0;
+                state.end = Some(End::Expired {
+                    requested: state.delivered,
+                    oldest,
+                });
+                drop(state);
+                self.notify.notify_one();
+                return false;
+            }
+            state.events.push_back(event.clone());
+        }
+        drop(state);
+        self.notify.notify_one();
+        true
+    }
+
+    fn finish(&self, end: End) {
+        let mut state = self.lock();
+        if state.end.is_none() {
+            state.end = Some(end);
+        }
+        drop(state);
+        self.notify.notify_one();
+    }
+}
+
+/// A live watch; see [`Store::watch`]. Dropping it unsubscribes.
+pub struct Watch {
+    hub: Arc<Hub>,
+    id: u64,
+    queue: Arc<WatchQueue>,
+}
+
+impl Watch {
+    /// The next event; `Some(Err(Expired))` once if this watcher fell too far behind; `None`
+    /// when the watch has ended (after an expiry, or when the store shut down).
+    pub async fn next(&mut self) -> Option<Result<Arc<Event>>> {
+        loop {
+            {
+                let mut state = self.queue.lock();
+                if let Some(event) = state.events.pop_front() {
+                    state.replay_outstanding = state.replay_outstanding.saturating_sub(1);
+                    state.delivered = event.revision;
+                    return Some(Ok(event));
+                }
+                match state.end {
+                    None => {}
+                    Some(End::Expired { requested, oldest }) => {
+                        state.end = Some(End::Reported);
+                        return Some(Err(Error::Expired { requested, oldest }));
+                    }
+                    Some(End::Closed | End::Reported) => return None,
+                }
+            }
+            // Only this watcher waits on its queue, and `notify_one` keeps a permit when nobody
+            // is waiting, so a push between the check above and this await is not lost.
+            self.queue.notify.notified().await;
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(self.id);
+    }
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Watch")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An [`Encoder`] that stores `value` as is, whatever the current record and revision.
+pub fn constant(value: impl Into<Bytes>) -> Encoder {
+    let value = value.into();
+    Box::new(move |_, _| value)
+}

@@ -1,0 +1,153 @@
+//! The hollow object store: keys to opaque bytes, one global revision, watches.
+//!
+//! This crate knows nothing about HTTP or Kubernetes kinds. It stores bytes under string keys
+//! (the API server uses `/<group>/<resource>/<namespace>/<name>`), the etcd model that
+//! Kubernetes is built on:
+//!
+//! * every successful write bumps one global, strictly increasing [`Revision`], which the API
+//!   server exposes as `resourceVersion`;
+//! * writes are compare-and-swap on a key's `mod_revision` ([`Precondition`]);
+//! * a write is acknowledged only after it is durable; concurrent writers are group-committed,
+//!   so one fsync covers a whole batch;
+//! * a bounded in-memory history of recent events lets a watch resume from a recent revision,
+//!   and answers [`Error::Expired`] for a revision older than the history.
+//!
+//! # Layout
+//!
+//! * [`backend`]: the [`Backend`] trait a storage engine implements, with its two engines:
+//!   [`RedbBackend`] (persistent, the default) and [`MemoryBackend`] (tests, `--ephemeral`).
+//! * [`engine`]: [`Store`], which owns a backend, the single writer thread that batches writes,
+//!   the event history and the watch fan-out.
+//! * [`testing`]: the conformance suite every backend must pass.
+//!
+//! # Data flow
+//!
+//! ```text
+//!  Store::write ──► channel ──► writer thread: batch ─► Backend::commit (one fsync)
+//!                                     │
+//!                                     ├─► reply to each waiting writer
+//!                                     └─► history ring + broadcast ──► Watch (per watcher)
+//!  Store::get / Store::list ──► Backend read snapshot (never blocks on the writer)
+//! ```
+
+pub mod backend;
+pub mod engine;
+pub mod testing;
+
+pub use backend::{Backend, MemoryBackend, RedbBackend};
+pub use engine::{MAX_BATCH, Store, StoreOptions, Watch, constant};
+
+use bytes::Bytes;
+
+/// The global, strictly increasing counter stamped on every write.
+pub type Revision = u64;
+
+/// One stored key and its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub key: String,
+    pub value: Bytes,
+    /// Revision of the write that created the key.
+    pub create_revision: Revision,
+    /// Revision of the latest write to the key.
+    pub mod_revision: Revision,
+}
+
+/// What must hold for a write to go ahead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// Write whatever the key's state.
+    None,
+    /// The key must not exist (create).
+    MustNotExist,
+    /// The key must exist, at any revision.
+    MustExist,
+    /// The key must exist with exactly this `mod_revision` (compare-and-swap).
+    ModRevision(Revision),
+}
+
+/// Produces the bytes to store, given the key's current record (if any) and the revision the
+/// write will get. It runs on the writer thread after the precondition held, so the value can
+/// carry its own revision (the API server stamps `metadata.resourceVersion` this way).
+pub type Encoder = Box<dyn FnOnce(Option<&Record>, Revision) -> Bytes + Send>;
+
+/// One write request.
+pub enum Write {
+    /// Create or replace `key`.
+    Put {
+        key: String,
+        precondition: Precondition,
+        value: Encoder,
+    },
+    /// Remove `key`. `final_value` produces the value the `Deleted` event carries (the object's
+    /// last state, stamped with the deletion revision).
+    Delete {
+        key: String,
+        precondition: Precondition,
+        final_value: Encoder,
+    },
+}
+
+/// What kind of change an [`Event`] records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// One committed change, as watchers see it.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub kind: EventKind,
+    pub key: String,
+    /// The revision of the write.
+    pub revision: Revision,
+    /// The new value; for `Deleted`, the value the delete's `final_value` produced.
+    pub value: Bytes,
+    /// The value before the write (`None` for `Created`).
+    pub previous: Option<Bytes>,
+}
+
+/// One page of a range read.
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    pub records: Vec<Record>,
+    /// The store revision the page was read at.
+    pub revision: Revision,
+    /// More keys follow the last record of this page.
+    pub more: bool,
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A `MustNotExist` write found the key.
+    #[error("key {0} already exists")]
+    AlreadyExists(String),
+    /// A `MustExist`/`ModRevision` write, or a delete, found no key.
+    #[error("key {0} not found")]
+    NotFound(String),
+    /// A `ModRevision` precondition did not hold.
+    #[error("key {key} is at revision {current}, not {expected}")]
+    Conflict {
+        key: String,
+        expected: Revision,
+        current: Revision,
+    },
+    /// A watch asked for a revision older than the retained history.
+    #[error("too old resource version: {requested} ({oldest})")]
+    Expired {
+        requested: Revision,
+        oldest: Revision,
+    },
+    /// The store has shut down.
+    #[error("the store is closed")]
+    Closed,
+    /// The storage engine failed.
+    #[error("storage engine: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
