@@ -35,7 +35,7 @@ pub mod meta;
 pub mod plan;
 //pub mod replicaset;
 //pub mod scheduler;
-//pub mod statefulset;
+pub mod statefulset;
 //mod wiring;
 
 #[cfg(test)]
