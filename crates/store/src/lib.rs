@@ -35,7 +35,7 @@ pub mod engine;
 pub mod testing;
 
 pub use backend::{Backend, MemoryBackend, RedbBackend};
-pub use engine::{MAX_BATCH, Store, StoreOptions, Watch, constant};
+pub use engine::{MAX_BATCH, Store, StoreOptions, StoreStats, Watch, constant};
 
 use bytes::Bytes;
 
