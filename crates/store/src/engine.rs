@@ -307,6 +307,8 @@ struct Writer {
 
 impl Writer {
     fn run(self) {
+        // However the loop ends (even by a panic), watchers must learn that no more is coming.
+        let _close_hub = CloseOnExit(&self.hub);
         let mut writes = Vec::with_capacity(MAX_BATCH);
         let mut replies = Vec::with_capacity(MAX_BATCH);
         let mut stopping = false;
@@ -347,7 +349,6 @@ impl Writer {
             }
         }
         tracing::debug!("store writer stopped");
-        self.hub.close();
     }
 
     fn commit(&self, writes: &mut Vec<Write>, replies: &mut Vec<oneshot::Sender<Result<Event>>>) {
@@ -396,6 +397,14 @@ impl Writer {
 // history and fan-out
 // ---------------------------------------------------------------------------------------------
 
+struct CloseOnExit<'a>(&'a Hub);
+
+impl Drop for CloseOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 struct Hub {
     state: Mutex<HubState>,
     history_capacity: usize,
@@ -415,6 +424,9 @@ struct HubState {
 struct Subscriber {
     id: u64,
     prefix: String,
+    /// The watch's start. Usually every live event is newer, but a client may start from a
+    /// revision it read from the backend before the writer published it.
+    after: Revision,
     queue: Arc<WatchQueue>,
 }
 
@@ -441,7 +453,7 @@ impl Hub {
         watchers.retain(|subscriber| {
             subscriber
                 .queue
-                .push(&subscriber.prefix, &events, self.watch_buffer, oldest)
+                .push(subscriber, &events, self.watch_buffer, oldest)
         });
     }
 
@@ -477,6 +489,7 @@ impl Hub {
             state.watchers.push(Subscriber {
                 id,
                 prefix: prefix.to_owned(),
+                after,
                 queue: queue.clone(),
             });
         }
@@ -535,10 +548,18 @@ impl WatchQueue {
     }
 
     /// Queues the events under `prefix`; returns whether the watcher is still live.
-    fn push(&self, prefix: &str, events: &[Arc<Event>], buffer: usize, oldest: Revision) -> bool {
+    fn push(
+        &self,
+        subscriber: &Subscriber,
+        events: &[Arc<Event>],
+        buffer: usize,
+        oldest: Revision,
+    ) -> bool {
         let mut matching = events
             .iter()
-            .filter(|event| event.key.starts_with(prefix))
+            .filter(|event| {
+                event.revision > subscriber.after && event.key.starts_with(&subscriber.prefix)
+            })
             .peekable();
         if matching.peek().is_none() {
             return true;
@@ -631,4 +652,118 @@ impl std::fmt::Debug for Watch {
 pub fn constant(value: impl Into<Bytes>) -> Encoder {
     let value = value.into();
     Box::new(move |_, _| value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn put(store: &Store, key: &str) -> Event {
+        store
+            .update(key, Precondition::None, constant("v"))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn without_history_only_the_latest_revision_is_watchable() {
+        let store = Store::in_memory(StoreOptions {
+            history_capacity: 0,
+            ..StoreOptions::default()
+        });
+        put(&store, "/a").await;
+        let last = put(&store, "/b").await;
+        assert_eq!(store.oldest_watchable_revision(), last.revision);
+        assert!(matches!(
+            store.watch("", last.revision - 1),
+            Err(Error::Expired { .. })
+        ));
+        let mut watch = store.watch("", last.revision).unwrap();
+        let next = put(&store, "/c").await;
+        assert_eq!(watch.next().await.unwrap().unwrap().revision, next.revision);
+    }
+
+    #[tokio::test]
+    async fn stats_count_commits_writes_and_watchers() {
+        let store = Store::in_memory(StoreOptions::default());
+        let watch = store.watch("", 0).unwrap();
+        put(&store, "/a").await;
+        assert!(store.create("/a", constant("again")).await.is_err());
+        let stats = store.stats();
+        assert_eq!(stats.revision, 1);
+        assert_eq!(stats.commits, 2);
+        assert_eq!(stats.writes, 2);
+        assert_eq!(stats.watchers, 1);
+        drop(watch);
+        assert_eq!(store.stats().watchers, 0);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_next_loses_no_event() {
+        let store = Store::in_memory(StoreOptions::default());
+        let mut watch = store.watch("", 0).unwrap();
+        tokio::select! {
+            biased;
+            event = watch.next() => panic!("nothing was written yet, got {event:?}"),
+            () = std::future::ready(()) => {}
+        }
+        let written = put(&store, "/a").await;
+        assert_eq!(
+            watch.next().await.unwrap().unwrap().revision,
+            written.revision
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_store_handle_ends_watches() {
+        let store = Store::in_memory(StoreOptions::default());
+        let mut watch = store.watch("", 0).unwrap();
+        put(&store, "/a").await;
+        drop(store);
+        assert_eq!(watch.next().await.unwrap().unwrap().revision, 1);
+        assert!(watch.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn replayed_history_does_not_count_against_the_live_buffer() {
+        let store = Store::in_memory(StoreOptions {
+            watch_buffer: 2,
+            ..StoreOptions::default()
+        });
+        for index in 0..10 {
+            put(&store, &format!("/old/{index}")).await;
+        }
+        let mut watch = store.watch("", 0).unwrap();
+        put(&store, "/live/0").await;
+        put(&store, "/live/1").await;
+        for revision in 1..=12 {
+            assert_eq!(watch.next().await.unwrap().unwrap().revision, revision);
+        }
+        // Drained, the queue is back to the plain live buffer: two more fit, a third does not.
+        for key in ["/live/2", "/live/3", "/live/4"] {
+            put(&store, key).await;
+        }
+        assert!(matches!(
+            watch.next().await,
+            Some(Err(Error::Expired { requested: 12, .. }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_full_watcher_is_cut_off_and_unsubscribed() {
+        let store = Store::in_memory(StoreOptions {
+            watch_buffer: 2,
+            ..StoreOptions::default()
+        });
+        let mut watch = store.watch("", 0).unwrap();
+        for key in ["/a", "/b", "/c"] {
+            put(&store, key).await;
+        }
+        assert_eq!(store.stats().watchers, 0);
+        assert!(matches!(
+            watch.next().await,
+            Some(Err(Error::Expired { requested: 0, .. }))
+        ));
+        assert!(watch.next().await.is_none());
+    }
 }

@@ -467,6 +467,20 @@ pub async fn watch_from_a_recent_revision(make: MakeStore<'_>) {
     let mut watch = store.watch("", store.current_revision()).unwrap();
     let next = must(&store, put("/k/next", Precondition::None, "v")).await;
     assert_eq!(next_event(&mut watch).await.revision, next.revision);
+
+    // A watch from a revision the store has not reached yet skips everything up to it.
+    let ahead = store.current_revision() + 2;
+    let mut watch = store.watch("", ahead).unwrap();
+    for index in 0..3 {
+        must(
+            &store,
+            put(&format!("/k/ahead/{index}"), Precondition::None, "v"),
+        )
+        .await;
+    }
+    let event = next_event(&mut watch).await;
+    assert_eq!(event.revision, ahead + 1);
+    assert_eq!(event.key, "/k/ahead/2");
 }
 
 /// Events written after the watch started arrive, in order, to every watcher.
