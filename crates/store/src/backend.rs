@@ -1,7 +1,7 @@
 //! Storage engines: the [`Backend`] trait and its two implementations.
 //!
 //! A backend is deliberately dumb. It keeps, per key, the value with its `create_revision` and
-//! `mod_revision`, plus the one global revision, and it offers three things:
+//! `mod_revision`, plus the one global revision, and it offers two things:
 //!
 //! * consistent reads ([`Backend::get`], [`Backend::range`]) that report the revision they saw;
 //! * [`Backend::commit`], which applies a whole batch of writes in ONE durable commit. Each write
@@ -11,7 +11,7 @@
 //!   revisions, so the revision sequence never has holes.
 //!
 //! The precondition and encoder logic is shared by both engines ([`apply`]) so they cannot drift
-//! apart; the engines differ only in where the bytes live.
+//! apart; the engines differ only in where the bytes live. A new engine should use it too.
 //!
 //! * [`RedbBackend`]: one redb file, two tables: `records` (key → create revision, mod revision,
 //!   value) and `meta` (the global revision), both updated in the same transaction with
@@ -63,15 +63,20 @@ impl Write {
     }
 }
 
-/// What a successful write does to the key.
-pub(crate) enum Mutation {
+/// What a successful write does to its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    /// Store this record under its key.
     Put(Record),
+    /// Remove the key.
     Delete,
 }
 
 /// Checks `write`'s precondition against the key's `current` record and, if it holds, runs the
-/// encoder with the `revision` the write will get. Shared by every engine.
-pub(crate) fn apply(
+/// encoder with the `revision` the write will get. Every engine applies writes through this, so
+/// they agree on precondition semantics; the engine then performs the [`Mutation`] and, only on
+/// success, advances its revision.
+pub fn apply(
     write: Write,
     current: Option<Record>,
     revision: Revision,

@@ -18,7 +18,8 @@
 //!   [`RedbBackend`] (persistent, the default) and [`MemoryBackend`] (tests, `--ephemeral`).
 //! * [`engine`]: [`Store`], which owns a backend, the single writer thread that batches writes,
 //!   the event history and the watch fan-out.
-//! * [`testing`]: the conformance suite every backend must pass.
+//! * [`testing`]: the conformance suite every backend must pass, and the
+//!   [`conformance_tests!`] macro that turns it into tests.
 //!
 //! # Data flow
 //!
@@ -29,6 +30,44 @@
 //!                                     └─► history ring + broadcast ──► Watch (per watcher)
 //!  Store::get / Store::list ──► Backend read snapshot (never blocks on the writer)
 //! ```
+//!
+//! # Design notes
+//!
+//! **Why redb.** A single-file, pure-Rust, copy-on-write B-tree with ACID transactions, MVCC
+//! readers that never block the writer, and checksummed commit slots: a crash mid-commit rolls
+//! back to the previous commit as a whole, so a batch is all-or-nothing on disk. It has one
+//! writer at a time, which is exactly our model (one writer thread owns the revision counter),
+//! it builds fast, and range scans in key order give `list` by prefix for free. Keys map to
+//! `create_revision ‖ mod_revision ‖ value`; the global revision lives in a `meta` table
+//! updated in the same transaction, so the file always holds a consistent (data, revision)
+//! pair and revisions keep growing across restarts.
+//!
+//! **Group commit.** An fsync costs about as much for one write as for a hundred, so the
+//! writer thread commits whatever is queued as one transaction (up to [`MAX_BATCH`]) and
+//! acknowledges every write in it after the single fsync. When the previous commit held
+//! several writes and fewer are queued, it waits up to 200 µs for the rest of them (their
+//! writers were just answered and are about to send their next write); a lone writer never
+//! waits. Each write's precondition is still checked on its own, in queue order, against the
+//! state the earlier writes of the batch left, and a failed precondition fails only that write
+//! and takes no revision.
+//!
+//! **Revisions and history.** Successful writes take consecutive revisions, so revision `r`
+//! is exactly one event. The store keeps the latest `history_capacity` events in memory (not
+//! on disk): a watch may start from any revision at or above
+//! [`Store::oldest_watchable_revision`], and older ones get [`Error::Expired`], the etcd
+//! "compacted" / Kubernetes "410 Gone" case, after which a client re-lists. After a restart the
+//! history is empty and starts at the stored revision, so clients that were watching re-list,
+//! as they do when a real API server restarts. A watch from a revision the store has not
+//! reached yet is accepted and skips events up to it (a client may have listed from the
+//! backend a revision the writer has committed but not yet published).
+//!
+//! **Watch fan-out.** Each watcher has its own bounded queue; the writer never waits on one.
+//! A watcher whose queue overflows gets one [`Error::Expired`] and then the end of its stream,
+//! so a slow client costs only itself. `Watch::next` is cancel-safe: an abandoned call loses
+//! no event.
+//!
+//! **Ordering guarantee.** The writer publishes a batch's events before it answers the batch's
+//! writers, so when [`Store::write`] returns revision `r`, a watch from `r - 1` sees `r`.
 
 pub mod backend;
 pub mod engine;
