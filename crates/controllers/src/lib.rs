@@ -26,14 +26,14 @@
 //! Controllers talk to the API server only through the Kubernetes API, so they run
 //! against a real cluster as well as against hollow's.
 
-//pub mod deployment;
+pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 //pub mod executor;
 //pub mod garbage_collector;
 pub mod meta;
 pub mod plan;
-//pub mod replicaset;
+pub mod replicaset;
 //pub mod scheduler;
 pub mod statefulset;
 //mod wiring;
