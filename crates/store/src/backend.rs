@@ -47,7 +47,21 @@ pub trait Backend: Send + Sync {
 
     /// Keys starting with `prefix`, in key order, strictly after `start_after` if given, at most
     /// `limit` of them, all read from one snapshot whose revision the page reports.
-    fn range(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Result<Page>;
+    fn range(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Result<Page> {
+        self.range_matching(prefix, start_after, limit, &mut |_, _| true)
+    }
+
+    /// Like [`range`](Backend::range), but only records for which `filter(key, value)` holds
+    /// are returned and count against `limit`, all from one snapshot. `more` says the scan
+    /// stopped at the limit with keys left under the prefix; they may not match, so the next
+    /// page can be empty. Continue from the key of the page's last record.
+    fn range_matching(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+        filter: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<Page>;
 
     /// Applies `writes` in order in one durable commit and reports each write's outcome in the
     /// same order. The outer error means the commit as a whole failed and nothing was applied.
@@ -295,7 +309,13 @@ impl Backend for RedbBackend {
         }
     }
 
-    fn range(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Result<Page> {
+    fn range_matching(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+        filter: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<Page> {
         let transaction = self.database.begin_read().map_err(backend_error)?;
         let meta = transaction.open_table(META).map_err(backend_error)?;
         let revision = meta
@@ -327,7 +347,11 @@ impl Backend for RedbBackend {
                 page.more = true;
                 break;
             }
-            page.records.push(decode_record(key, stored.value())?);
+            let stored = stored.value();
+            let value = stored.get(RECORD_HEADER_LEN..).unwrap_or_default();
+            if filter(key, value) {
+                page.records.push(decode_record(key, stored)?);
+            }
         }
         Ok(page)
     }
@@ -392,7 +416,13 @@ impl Backend for MemoryBackend {
         Ok(state.records.get(key).cloned())
     }
 
-    fn range(&self, prefix: &str, start_after: Option<&str>, limit: Option<usize>) -> Result<Page> {
+    fn range_matching(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+        filter: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<Page> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let lower = match start_after {
             Some(after) if after >= prefix => Bound::Excluded(after),
@@ -413,8 +443,9 @@ impl Backend for MemoryBackend {
                 page.more = true;
                 break;
             }
-            debug_assert_eq!(key, &record.key);
-            page.records.push(record.clone());
+            if filter(key, &record.value) {
+                page.records.push(record.clone());
+            }
         }
         Ok(page)
     }

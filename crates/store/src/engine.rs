@@ -185,6 +185,21 @@ impl Store {
         self.inner.backend.range(prefix, start_after, limit)
     }
 
+    /// Like [`Store::list`], keeping only records for which `filter(key, value)` holds (they
+    /// alone count against `limit`), all from one snapshot. With `more` set, continue after the
+    /// last record's key; the next page may be empty, as the keys left need not match.
+    pub fn list_matching(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: Option<usize>,
+        filter: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<Page> {
+        self.inner
+            .backend
+            .range_matching(prefix, start_after, limit, filter)
+    }
+
     /// Queues `write` for the next group commit and waits until it is durable.
     pub async fn write(&self, write: Write) -> Result<Event> {
         let (reply, response) = oneshot::channel();

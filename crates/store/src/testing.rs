@@ -38,6 +38,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $make;
             create_get_and_list,
             list_pages_with_start_after_and_limit,
+            list_matching_filters_before_the_limit,
             revisions_strictly_increase_across_keys,
             preconditions_guard_writes,
             delete_honours_preconditions,
@@ -193,6 +194,71 @@ pub async fn list_pages_with_start_after_and_limit(make: MakeStore<'_>) {
     let page = store.list("/items/", Some("/items/024"), None).unwrap();
     assert!(page.records.is_empty());
     assert!(!page.more);
+}
+
+/// A filtered list counts only matching records against its limit and pages through the rest.
+pub async fn list_matching_filters_before_the_limit(make: MakeStore<'_>) {
+    let store = make(StoreOptions::default());
+    for index in 0..20 {
+        let colour = if index % 3 == 0 { "red" } else { "blue" };
+        must(
+            &store,
+            put(&format!("/things/{index:02}"), Precondition::None, colour),
+        )
+        .await;
+    }
+    must(&store, put("/thingz", Precondition::None, "red")).await;
+    let mut red = |_: &str, value: &[u8]| value == b"red";
+
+    let everything = store
+        .list_matching("/things/", None, None, &mut red)
+        .unwrap();
+    assert_eq!(
+        keys(&everything),
+        [
+            "/things/00",
+            "/things/03",
+            "/things/06",
+            "/things/09",
+            "/things/12",
+            "/things/15",
+            "/things/18"
+        ]
+    );
+    assert!(!everything.more);
+    assert_eq!(everything.revision, store.current_revision());
+
+    let mut seen = Vec::new();
+    let mut start_after: Option<String> = None;
+    loop {
+        let page = store
+            .list_matching("/things/", start_after.as_deref(), Some(3), &mut red)
+            .unwrap();
+        assert!(page.records.len() <= 3);
+        assert!(page.records.iter().all(|record| record.value == "red"));
+        seen.extend(page.records.iter().map(|record| record.key.clone()));
+        if !page.more {
+            break;
+        }
+        start_after = page.records.last().map(|record| record.key.clone());
+    }
+    let expected: Vec<String> = keys(&everything)
+        .iter()
+        .map(|key| key.to_string())
+        .collect();
+    assert_eq!(seen, expected);
+
+    // The filter sees every key under the prefix, with its value.
+    let mut visited = 0;
+    let none = store
+        .list_matching("/things/", None, None, &mut |key, _| {
+            assert!(key.starts_with("/things/"));
+            visited += 1;
+            false
+        })
+        .unwrap();
+    assert!(none.records.is_empty());
+    assert_eq!(visited, 20);
 }
 
 /// One global revision: every write, whatever its key, gets the next one.
