@@ -1,0 +1,218 @@
+//! `hollow-dns`: the cluster DNS server, answering the Kubernetes DNS-based service discovery
+//! specification (schema 1.1.0) for one cluster zone, fast enough to sit on every query path.
+//!
+//! # Data flow
+//!
+//! ```text
+//! API server ──list/watch──▶ watch.rs (kube-runtime reflectors)
+//!                               │ debounced rebuild
+//!                               ▼
+//!          records.rs: Services, EndpointSlices, Namespaces, Pods → names and records
+//!                               │
+//!                               ▼
+//!          snapshot.rs: immutable index, answers pre-encoded in wire format
+//!                               │ ArcSwap::store (atomic)
+//!                               ▼
+//!          server.rs: UDP workers (SO_REUSEPORT, one per core), TCP, forwarding ──▶ clients
+//!                     wire.rs parses each query and frames each answer
+//!                     metrics.rs counts them, served as Prometheus text
+//! ```
+//!
+//! The hot path (a UDP query for a cluster name) touches only `wire` and `snapshot`: parse into
+//! a stack buffer, one hash lookup, a few `memcpy`s, send. No locks, no allocation, no
+//! Kubernetes types. Names outside the zone go to upstream resolvers (the host's
+//! `/etc/resolv.conf` by default) or get REFUSED when forwarding is off.
+//!
+//! # Entry points
+//!
+//! * [`run`] — watch an API server through a [`kube::Client`] and serve until shutdown.
+//! * [`DnsServer::start`] + [`DnsServer::publish`] — serve snapshots you build yourself with
+//!   [`Snapshot::build`] from a [`ClusterState`]; what the tests and the benchmark use.
+//!
+//! Behaviour choices where the specification and CoreDNS differ are listed in the docs of
+//! [`records`] and [`snapshot`].
+
+pub mod example;
+pub mod metrics;
+pub mod records;
+pub mod server;
+pub mod snapshot;
+mod watch;
+pub mod wire;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use records::{ClusterState, PodMode, RecordSettings};
+pub use server::{DnsServer, ServerSettings};
+pub use snapshot::{Snapshot, SnapshotSettings};
+pub use watch::run;
+
+/// Where names outside the cluster zone are sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upstreams {
+    /// Not forwarded: such queries get REFUSED.
+    Disabled,
+    /// The `nameserver` lines of a resolv.conf file (port 53).
+    ResolvConf(PathBuf),
+    /// These servers, tried in order.
+    Servers(Vec<SocketAddr>),
+}
+
+/// Everything the DNS server can be told.
+#[derive(Clone, Debug)]
+pub struct DnsConfig {
+    /// UDP and TCP address (`--dns-listen`).
+    pub listen: SocketAddr,
+    /// The cluster zone (`--cluster-domain`).
+    pub cluster_domain: String,
+    /// TTL of positive answers, seconds (0–3600).
+    pub ttl: u32,
+    /// TTL of NXDOMAIN/NODATA answers (SOA TTL and MINIMUM), seconds. Short by default so
+    /// that a StatefulSet peer that appears is found at once, not after a negative cache
+    /// expires (the classic 30 s stall).
+    pub negative_ttl: u32,
+    pub pod_mode: PodMode,
+    /// Honour the deprecated tolerate-unready annotation (spec 1.1.0 text) — CoreDNS does not.
+    pub tolerate_unready_annotation: bool,
+    pub upstreams: Upstreams,
+    /// Prometheus text endpoint; `None` for none.
+    pub metrics_listen: Option<SocketAddr>,
+    /// UDP worker threads (each with its own socket); 0 means one per core.
+    pub udp_workers: usize,
+    /// Quiet time after a change before the snapshot is rebuilt, so bursts cost one rebuild.
+    pub rebuild_debounce: Duration,
+    /// How long one upstream gets to answer a forwarded query.
+    pub forward_timeout: Duration,
+    /// Entries in the forwarding cache.
+    pub forward_cache_entries: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1053)),
+            cluster_domain: "cluster.local".to_owned(),
+            ttl: 5,
+            negative_ttl: 1,
+            pod_mode: PodMode::Disabled,
+            tolerate_unready_annotation: true,
+            upstreams: Upstreams::ResolvConf(PathBuf::from("/etc/resolv.conf")),
+            metrics_listen: None,
+            udp_workers: 0,
+            rebuild_debounce: Duration::from_millis(5),
+            forward_timeout: Duration::from_secs(2),
+            forward_cache_entries: 4096,
+        }
+    }
+}
+
+impl DnsConfig {
+    /// Settings for [`Snapshot::build`] derived from this configuration.
+    pub fn snapshot_settings(&self) -> SnapshotSettings {
+        let listen_ip = self.listen.ip();
+        let fallback_nameserver_addresses = if listen_ip.is_unspecified() {
+            vec![IpAddr::from([127, 0, 0, 1])]
+        } else {
+            vec![listen_ip]
+        };
+        SnapshotSettings {
+            records: RecordSettings {
+                zone: self.cluster_domain.clone(),
+                pod_mode: self.pod_mode,
+                tolerate_unready_annotation: self.tolerate_unready_annotation,
+                fallback_nameserver_addresses,
+            },
+            ttl: self.ttl.min(3600),
+            negative_ttl: self.negative_ttl.min(3600),
+        }
+    }
+
+    /// Settings for [`DnsServer::start`]; reads the resolv.conf if upstreams come from one.
+    pub fn server_settings(&self) -> Result<ServerSettings, Error> {
+        let upstreams = match &self.upstreams {
+            Upstreams::Disabled => Vec::new(),
+            Upstreams::Servers(servers) => servers.clone(),
+            Upstreams::ResolvConf(path) => upstreams_from_resolv_conf(path)?,
+        };
+        // Forwarding to ourselves would loop.
+        let upstreams = upstreams
+            .into_iter()
+            .filter(|upstream| *upstream != self.listen)
+            .collect();
+        Ok(ServerSettings {
+            listen: self.listen,
+            udp_workers: self.udp_workers,
+            metrics_listen: self.metrics_listen,
+            upstreams,
+            forward_timeout: self.forward_timeout,
+            forward_cache_entries: self.forward_cache_entries,
+        })
+    }
+}
+
+/// The `nameserver` addresses of a resolv.conf file, on port 53.
+pub fn upstreams_from_resolv_conf(path: &std::path::Path) -> Result<Vec<SocketAddr>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ResolvConf {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(parse_resolv_conf(&text))
+}
+
+fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("nameserver"))
+                .then(|| words.next())
+                .flatten()
+                .and_then(|address| address.split('%').next())
+                .and_then(|address| address.parse::<IpAddr>().ok())
+                .map(|address| SocketAddr::new(address, 53))
+        })
+        .collect()
+}
+
+/// Errors of the DNS server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading upstream resolvers from {path}: {source}")]
+    ResolvConf {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| Self::Io { context, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_resolv_conf() {
+        let upstreams = parse_resolv_conf(
+            "# comment\nsearch svc.cluster.local\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\noptions ndots:5\n",
+        );
+        assert_eq!(
+            upstreams,
+            vec![
+                "10.0.0.2:53".parse().unwrap(),
+                "[fe80::1]:53".parse().unwrap()
+            ]
+        );
+    }
+}

@@ -1,0 +1,618 @@
+//! From Kubernetes objects to the set of DNS names and records the zone holds.
+//!
+//! This is the build side of a snapshot, run after every (debounced) change; it may allocate
+//! freely. The result, [`ZoneRecords`], is a map from lower-case wire names to the plain
+//! records at that name, which [`crate::snapshot`] then encodes into the compact query index.
+//!
+//! Choices where the Kubernetes DNS specification 1.1.0 and CoreDNS differ (dns-spec.md §16):
+//!
+//! * Readiness comes from EndpointSlice `conditions.ready` (unset counts as ready), as in
+//!   CoreDNS. A Service with `publishNotReadyAddresses: true` publishes every endpoint (the
+//!   slice controller already marks them ready; this also covers hand-written slices).
+//! * The deprecated annotation `service.alpha.kubernetes.io/tolerate-unready-endpoints:
+//!   "true"` publishes not-ready endpoints too, as the spec's text still says. CoreDNS ignores
+//!   it (and dns-spec.md §10.3 recommends ignoring it); set
+//!   [`RecordSettings::tolerate_unready_annotation`] to `false` for CoreDNS behaviour.
+//! * A headless service without ready endpoints does not exist (NXDOMAIN), per spec and CoreDNS.
+//! * Headless SRV records carry the EndpointSlice port (the resolved targetPort), like CoreDNS
+//!   and kube-dns, not the Service port: with no virtual IP, that is the port a client dials.
+//! * Endpoint names are the slice's `hostname`, else the address with `.`/`:` replaced by `-`
+//!   (CoreDNS's system-assigned name). They exist under ClusterIP services too (CoreDNS,
+//!   documented on kubernetes.io).
+//! * PTR records: ClusterIP service addresses and ready endpoints of headless services (the
+//!   spec's set; CoreDNS also publishes non-headless endpoints). When an address has several
+//!   names, hostname-bearing ones come first, since `getnameinfo` takes the first.
+//! * An ExternalName that is an IP address is NXDOMAIN (CoreDNS), logged as a warning.
+//! * `_port._proto` names require the underscores; `_proto.<svc>` is an empty non-terminal
+//!   (NODATA, RFC 8020) rather than CoreDNS's NXDOMAIN.
+//! * Pod records in verified mode index every `status.podIPs` entry, not only the primary IP,
+//!   and skip terminating or finished pods.
+//! * EndpointSlices of address type FQDN are ignored.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::wire::encode_name;
+
+/// The deprecated annotation that used to publish not-ready endpoints.
+pub const TOLERATE_UNREADY_ANNOTATION: &str =
+    "service.alpha.kubernetes.io/tolerate-unready-endpoints";
+/// The label tying an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The schema version served at `dns-version.<zone>`.
+pub const SCHEMA_VERSION: &str = "1.1.0";
+
+/// How `<dashed-ip>.<namespace>.pod.<zone>` names are answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PodMode {
+    /// No pod records at all (CoreDNS's default).
+    #[default]
+    Disabled,
+    /// Any well-formed dashed address in an existing namespace answers with that address.
+    Insecure,
+    /// Only addresses of pods that exist in that namespace answer (needs a Pod watch).
+    Verified,
+}
+
+impl std::str::FromStr for PodMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "disabled" => Ok(Self::Disabled),
+            "insecure" => Ok(Self::Insecure),
+            "verified" => Ok(Self::Verified),
+            other => Err(format!(
+                "unknown pod mode {other:?} (expected disabled, insecure or verified)"
+            )),
+        }
+    }
+}
+
+/// The Kubernetes objects a snapshot is built from.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterState {
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    pub namespaces: Vec<Arc<Namespace>>,
+    /// Only read in [`PodMode::Verified`].
+    pub pods: Vec<Arc<Pod>>,
+}
+
+/// Settings that shape which records exist.
+#[derive(Clone, Debug)]
+pub struct RecordSettings {
+    /// The cluster zone, e.g. `cluster.local`.
+    pub zone: String,
+    pub pod_mode: PodMode,
+    pub tolerate_unready_annotation: bool,
+    /// Addresses of `ns.dns.<zone>` when the cluster has no `kube-system/kube-dns` Service.
+    pub fallback_nameserver_addresses: Vec<IpAddr>,
+}
+
+/// One SRV record before encoding.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServiceRecord {
+    pub port: u16,
+    /// Lower-case wire-format target.
+    pub target: Vec<u8>,
+}
+
+/// Everything at one name.
+#[derive(Clone, Debug, Default)]
+pub struct NameRecords {
+    pub ipv4: Vec<Ipv4Addr>,
+    pub ipv6: Vec<Ipv6Addr>,
+    /// Rotate A/AAAA answers between queries (headless service names).
+    pub rotate: bool,
+    pub services: Vec<ServiceRecord>,
+    /// PTR targets (wire format); hostname-bearing targets first.
+    pub pointers: Vec<Vec<u8>>,
+    /// ExternalName target (wire format).
+    pub alias: Option<Vec<u8>>,
+    pub text: Option<String>,
+    /// The zone apex (SOA, NS).
+    pub apex: bool,
+    /// PTR targets with an explicit hostname, so they sort first.
+    hostname_pointers: usize,
+}
+
+/// The whole zone before encoding: lower-case wire name → records. Names present with no
+/// records are empty non-terminals (they exist: NODATA, not NXDOMAIN).
+#[derive(Debug, Default)]
+pub struct ZoneRecords {
+    pub zone: Vec<u8>,
+    pub names: HashMap<Vec<u8>, NameRecords>,
+}
+
+impl ZoneRecords {
+    fn entry(&mut self, name: Vec<u8>) -> &mut NameRecords {
+        self.names.entry(name).or_default()
+    }
+
+    fn add_ip(&mut self, name: Vec<u8>, address: IpAddr) {
+        let records = self.entry(name);
+        match address {
+            IpAddr::V4(v4) if !records.ipv4.contains(&v4) => records.ipv4.push(v4),
+            IpAddr::V6(v6) if !records.ipv6.contains(&v6) => records.ipv6.push(v6),
+            _ => {}
+        }
+    }
+
+    fn add_service_record(&mut self, name: Vec<u8>, record: ServiceRecord) {
+        let records = self.entry(name);
+        if !records.services.contains(&record) {
+            records.services.push(record);
+        }
+    }
+
+    fn add_pointer(&mut self, address: IpAddr, target: Vec<u8>, has_hostname: bool) {
+        let Some(name) = reverse_name(address) else {
+            return;
+        };
+        let records = self.entry(name);
+        if records.pointers.contains(&target) {
+            return;
+        }
+        if has_hostname {
+            records.pointers.insert(records.hostname_pointers, target);
+            records.hostname_pointers += 1;
+        } else {
+            records.pointers.push(target);
+        }
+    }
+}
+
+/// Builds a name below the zone from dotted labels, e.g. `["web-0", "nginx", "default", "svc"]`.
+fn zone_name(labels: &[&str], zone: &str) -> Option<Vec<u8>> {
+    let mut dotted = labels.join(".");
+    if !zone.is_empty() {
+        if !dotted.is_empty() {
+            dotted.push('.');
+        }
+        dotted.push_str(zone);
+    }
+    encode_name(&dotted)
+}
+
+/// CoreDNS's system-assigned endpoint name: the address with separators turned into dashes.
+pub fn dashed_address(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(v4) => v4.to_string().replace('.', "-"),
+        IpAddr::V6(v6) => {
+            let mut text = v6.to_string().replace(':', "-");
+            if text.starts_with('-') {
+                text.insert(0, '0');
+            }
+            if text.ends_with('-') {
+                text.push('0');
+            }
+            text
+        }
+    }
+}
+
+/// Reads a dashed pod label back into an address (dns-spec.md §8): exactly three dashes and no
+/// empty group is IPv4, anything else is tried as IPv6.
+pub fn parse_dashed_address(label: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(label).ok()?;
+    let dashes = text.bytes().filter(|&byte| byte == b'-').count();
+    if dashes == 3 && !text.contains("--") {
+        return text
+            .replace('-', ".")
+            .parse::<Ipv4Addr>()
+            .ok()
+            .map(IpAddr::V4);
+    }
+    text.replace('-', ":")
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
+}
+
+/// The reverse-lookup name of an address, in wire format.
+pub fn reverse_name(address: IpAddr) -> Option<Vec<u8>> {
+    let dotted = match address {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}.in-addr.arpa")
+        }
+        IpAddr::V6(v6) => {
+            let mut text = String::with_capacity(72);
+            for byte in v6.octets().iter().rev() {
+                text.push_str(&format!("{:x}.{:x}.", byte & 0xF, byte >> 4));
+            }
+            text.push_str("ip6.arpa");
+            text
+        }
+    };
+    encode_name(&dotted)
+}
+
+fn is_dns_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
+/// One endpoint address as DNS sees it.
+struct PublishedEndpoint {
+    address: IpAddr,
+    name: String,
+    has_hostname: bool,
+    /// Ports of the slice it came from: (name, lower-case protocol, port).
+    ports: Arc<Vec<(Option<String>, String, u16)>>,
+}
+
+fn published_endpoints(slices: &[&EndpointSlice], publish_all: bool) -> Vec<PublishedEndpoint> {
+    let mut published = Vec::new();
+    let mut seen = HashSet::new();
+    for slice in slices {
+        let family_ok = matches!(slice.address_type.as_str(), "IPv4" | "IPv6");
+        if !family_ok {
+            continue;
+        }
+        let ports = Arc::new(
+            slice
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|port| {
+                    let number = u16::try_from(port.port?).ok()?;
+                    let protocol = port
+                        .protocol
+                        .as_deref()
+                        .unwrap_or("TCP")
+                        .to_ascii_lowercase();
+                    let name = port.name.clone().filter(|name| !name.is_empty());
+                    Some((name, protocol, number))
+                })
+                .collect::<Vec<_>>(),
+        );
+        for endpoint in slice.endpoints.iter().flatten() {
+            let ready = endpoint
+                .conditions
+                .as_ref()
+                .and_then(|conditions| conditions.ready)
+                .unwrap_or(true);
+            if !(ready || publish_all) {
+                continue;
+            }
+            let hostname = endpoint
+                .hostname
+                .as_deref()
+                .filter(|hostname| is_dns_label(hostname));
+            for text in &endpoint.addresses {
+                let Ok(address) = text.parse::<IpAddr>() else {
+                    continue;
+                };
+                let name = hostname
+                    .map(|hostname| hostname.to_ascii_lowercase())
+                    .unwrap_or_else(|| dashed_address(address));
+                // The same address may sit in two slices while the controller rebalances.
+                if !seen.insert((address, name.clone(), Arc::as_ptr(&ports) as usize)) {
+                    continue;
+                }
+                published.push(PublishedEndpoint {
+                    address,
+                    name,
+                    has_hostname: hostname.is_some(),
+                    ports: Arc::clone(&ports),
+                });
+            }
+        }
+    }
+    published
+}
+
+fn parse_addresses(texts: impl IntoIterator<Item = impl AsRef<str>>) -> Vec<IpAddr> {
+    let mut addresses = Vec::new();
+    for text in texts {
+        if let Ok(address) = text.as_ref().parse::<IpAddr>()
+            && !addresses.contains(&address)
+        {
+            addresses.push(address);
+        }
+    }
+    addresses
+}
+
+fn cluster_ips(service: &Service) -> Vec<IpAddr> {
+    let Some(spec) = &service.spec else {
+        return Vec::new();
+    };
+    match &spec.cluster_ips {
+        Some(list) if !list.is_empty() => parse_addresses(list),
+        _ => parse_addresses(spec.cluster_ip.iter()),
+    }
+}
+
+/// Collects every name and record of the zone from the cluster objects.
+pub fn collect(state: &ClusterState, settings: &RecordSettings) -> ZoneRecords {
+    let zone_text = settings.zone.trim_end_matches('.').to_ascii_lowercase();
+    let zone = &zone_text;
+    let mut records = ZoneRecords {
+        zone: encode_name(zone).unwrap_or_else(|| vec![0]),
+        names: HashMap::new(),
+    };
+    let apex = records.zone.clone();
+    records.entry(apex).apex = true;
+    for reverse_apex in ["in-addr.arpa", "ip6.arpa"] {
+        if let Some(name) = encode_name(reverse_apex) {
+            records.entry(name).apex = true;
+        }
+    }
+    for empty in ["svc", "pod", "dns"] {
+        if let Some(name) = zone_name(&[empty], zone) {
+            records.entry(name);
+        }
+    }
+    if let Some(name) = zone_name(&["dns-version"], zone) {
+        records.entry(name).text = Some(SCHEMA_VERSION.to_owned());
+    }
+
+    let mut namespaces: BTreeSet<&str> = state
+        .namespaces
+        .iter()
+        .filter_map(|namespace| namespace.metadata.name.as_deref())
+        .collect();
+    for service in &state.services {
+        if let Some(namespace) = service.metadata.namespace.as_deref() {
+            namespaces.insert(namespace);
+        }
+    }
+    for namespace in &namespaces {
+        if let Some(name) = zone_name(&[namespace, "svc"], zone) {
+            records.entry(name);
+        }
+        if settings.pod_mode != PodMode::Disabled
+            && let Some(name) = zone_name(&[namespace, "pod"], zone)
+        {
+            records.entry(name);
+        }
+    }
+
+    let mut slices_by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+    for slice in &state.endpoint_slices {
+        let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
+        let Some(service) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(SERVICE_NAME_LABEL))
+        else {
+            continue;
+        };
+        slices_by_service
+            .entry((namespace, service.as_str()))
+            .or_default()
+            .push(slice);
+    }
+
+    let mut nameserver_addresses = Vec::new();
+    for service in &state.services {
+        let (Some(namespace), Some(name)) = (
+            service.metadata.namespace.as_deref(),
+            service.metadata.name.as_deref(),
+        ) else {
+            continue;
+        };
+        if (namespace, name) == ("kube-system", "kube-dns") {
+            nameserver_addresses = cluster_ips(service);
+        }
+        let slices = slices_by_service
+            .get(&(namespace, name))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        add_service(&mut records, service, namespace, name, slices, settings);
+    }
+    if nameserver_addresses.is_empty() {
+        nameserver_addresses = settings.fallback_nameserver_addresses.clone();
+    }
+    if let Some(name) = zone_name(&["ns", "dns"], zone) {
+        for address in nameserver_addresses {
+            records.add_ip(name.clone(), address);
+        }
+    }
+
+    if settings.pod_mode == PodMode::Verified {
+        for pod in &state.pods {
+            add_pod(&mut records, pod, zone);
+        }
+    }
+    records
+}
+
+fn add_service(
+    records: &mut ZoneRecords,
+    service: &Service,
+    namespace: &str,
+    name: &str,
+    slices: &[&EndpointSlice],
+    settings: &RecordSettings,
+) {
+    let zone = settings.zone.trim_end_matches('.').to_ascii_lowercase();
+    let Some(spec) = &service.spec else {
+        return;
+    };
+    let Some(service_name) = zone_name(&[name, namespace, "svc"], &zone) else {
+        return;
+    };
+    if spec.type_.as_deref() == Some("ExternalName") {
+        let target = spec
+            .external_name
+            .as_deref()
+            .unwrap_or_default()
+            .trim_end_matches('.');
+        if target.parse::<IpAddr>().is_ok() {
+            tracing::warn!(
+                service = %format!("{namespace}/{name}"),
+                target,
+                "ExternalName holds an IP address; DNS cannot alias to an address, so the name answers NXDOMAIN"
+            );
+            return;
+        }
+        if let Some(target) = encode_name(target).filter(|target| target.len() > 1) {
+            records.entry(service_name).alias = Some(target);
+        }
+        return;
+    }
+
+    let headless = spec.cluster_ip.as_deref() == Some("None");
+    let publish_all = spec.publish_not_ready_addresses == Some(true)
+        || (settings.tolerate_unready_annotation
+            && service
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|annotations| annotations.get(TOLERATE_UNREADY_ANNOTATION))
+                .is_some_and(|value| value == "true"));
+    let endpoints = published_endpoints(slices, publish_all);
+
+    if headless && endpoints.is_empty() {
+        return;
+    }
+    records.entry(service_name.clone()).rotate = headless;
+
+    if !headless {
+        for address in cluster_ips(service) {
+            records.add_ip(service_name.clone(), address);
+            records.add_pointer(address, service_name.clone(), false);
+        }
+        for port in spec.ports.iter().flatten() {
+            let Ok(number) = u16::try_from(port.port) else {
+                continue;
+            };
+            let record = ServiceRecord {
+                port: number,
+                target: service_name.clone(),
+            };
+            records.add_service_record(service_name.clone(), record.clone());
+            if let Some(port_name) = port.name.as_deref().filter(|name| !name.is_empty()) {
+                let protocol = port
+                    .protocol
+                    .as_deref()
+                    .unwrap_or("TCP")
+                    .to_ascii_lowercase();
+                add_port_names(
+                    records, port_name, &protocol, name, namespace, &zone, record,
+                );
+            }
+        }
+    }
+
+    for endpoint in &endpoints {
+        let Some(endpoint_name) = zone_name(&[&endpoint.name, name, namespace, "svc"], &zone)
+        else {
+            continue;
+        };
+        records.add_ip(endpoint_name.clone(), endpoint.address);
+        if !headless {
+            continue;
+        }
+        records.add_ip(service_name.clone(), endpoint.address);
+        records.add_pointer(
+            endpoint.address,
+            endpoint_name.clone(),
+            endpoint.has_hostname,
+        );
+        for (port_name, protocol, number) in endpoint.ports.iter() {
+            let record = ServiceRecord {
+                port: *number,
+                target: endpoint_name.clone(),
+            };
+            records.add_service_record(service_name.clone(), record.clone());
+            records.add_service_record(endpoint_name.clone(), record.clone());
+            if let Some(port_name) = port_name {
+                add_port_names(records, port_name, protocol, name, namespace, &zone, record);
+            }
+        }
+    }
+}
+
+fn add_port_names(
+    records: &mut ZoneRecords,
+    port_name: &str,
+    protocol: &str,
+    service: &str,
+    namespace: &str,
+    zone: &str,
+    record: ServiceRecord,
+) {
+    let port_label = format!("_{}", port_name.to_ascii_lowercase());
+    let protocol_label = format!("_{protocol}");
+    if let Some(name) = zone_name(
+        &[&port_label, &protocol_label, service, namespace, "svc"],
+        zone,
+    ) {
+        records.add_service_record(name, record);
+    }
+    if let Some(name) = zone_name(&[&protocol_label, service, namespace, "svc"], zone) {
+        records.entry(name);
+    }
+}
+
+fn add_pod(records: &mut ZoneRecords, pod: &Pod, zone: &str) {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return;
+    }
+    let Some(namespace) = pod.metadata.namespace.as_deref() else {
+        return;
+    };
+    let Some(status) = &pod.status else {
+        return;
+    };
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return;
+    }
+    let addresses = match &status.pod_ips {
+        Some(list) if !list.is_empty() => parse_addresses(list.iter().map(|ip| ip.ip.as_str())),
+        _ => parse_addresses(status.pod_ip.iter()),
+    };
+    for address in addresses {
+        if let Some(name) = zone_name(&[&dashed_address(address), namespace, "pod"], zone) {
+            records.add_ip(name, address);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dashed_addresses_round_trip() {
+        for text in ["10.244.2.50", "fd00:10:244:1::a", "::1", "fd00::"] {
+            let address: IpAddr = text.parse().unwrap();
+            let dashed = dashed_address(address);
+            assert!(
+                !dashed.starts_with('-') && !dashed.ends_with('-'),
+                "{dashed}"
+            );
+            assert_eq!(parse_dashed_address(dashed.as_bytes()), Some(address));
+        }
+        assert_eq!(
+            dashed_address("fd00:10:244:1::a".parse().unwrap()),
+            "fd00-10-244-1--a"
+        );
+        assert_eq!(parse_dashed_address(b"blah"), None);
+        assert_eq!(parse_dashed_address(b"1-2-3"), None);
+    }
+
+    #[test]
+    fn reverse_names() {
+        let v4 = reverse_name("10.96.10.20".parse().unwrap()).unwrap();
+        assert_eq!(crate::wire::display_name(&v4), "20.10.96.10.in-addr.arpa.");
+        let v6 = reverse_name("fd00:10:96::1e".parse().unwrap()).unwrap();
+        assert_eq!(
+            crate::wire::display_name(&v6),
+            "e.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.9.0.0.0.1.0.0.0.0.d.f.ip6.arpa."
+        );
+    }
+}

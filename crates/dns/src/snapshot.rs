@@ -1,0 +1,1379 @@
+//! The immutable query index and the code that answers a query from it.
+//!
+//! # Layout
+//!
+//! One `HashMap` from the full lower-cased wire name to an [`Entry`]. Every name that exists
+//! is a key, empty non-terminals included, so a miss *is* NXDOMAIN and a hit without the
+//! asked type *is* NODATA. A lookup costs one hash over the name bytes plus one comparison,
+//! O(labels) for hits and misses alike: an NXDOMAIN costs no more than a hit. A trie would
+//! also be O(labels) but chases one pointer per label; the flat hash touches two cache lines.
+//! The hasher is std's keyed SipHash: query names are attacker-chosen, and the ~20 ns it costs
+//! is noise next to the ~5 µs the kernel spends on a UDP round trip.
+//!
+//! Each [`Entry`] holds its answers **pre-encoded** as wire bytes, built once per snapshot:
+//! the question always sits at offset 12 and its length is fixed by the name, so owner names
+//! can be the pointer `0xC00C`, and names in record data can be compressed against the
+//! question or against earlier records, all at build time. Answering is then a header, a copy
+//! of the question, one or two `memcpy`s of the answer (two when a headless A/AAAA set rotates)
+//! and maybe the OPT record: no allocation, no locks. Rotation uses a counter owned by the
+//! serving worker, so it costs no shared cache line.
+//!
+//! Names that are synthesised rather than stored: pod names in insecure mode
+//! (`a-b-c-d.<ns>.pod.<zone>`, checked against the stored `<ns>.pod.<zone>`).
+//!
+//! # Negative answers
+//!
+//! NXDOMAIN and NODATA both carry the zone's SOA in the authority section (owner compressed
+//! against the question, so it keeps the client's spelling), with the negative TTL as both the
+//! record TTL and the SOA MINIMUM. Differences from CoreDNS (dns-spec.md §16): SOA at a
+//! nonexistent name is NXDOMAIN, TXT at the apex and A at `dns-version` are NODATA, ANY at an
+//! existing name is NODATA (RFC 8482 allows it; CoreDNS does the same), and TC is set only when
+//! answer records were cut, never for dropped additional glue (RFC 2181 §9).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use crate::records::{self, ClusterState, NameRecords, PodMode, RecordSettings, ZoneRecords};
+use crate::wire::{
+    self, CLASS_IN, HEADER_LEN, OPT_RECORD_LEN, POINTER_TO_QUESTION, ParseError, Question,
+    ResponseFlags, SoaFields, record_type, response_code,
+};
+
+/// Records served at `dns-version` keep this TTL (spec example, CoreDNS).
+const SCHEMA_VERSION_TTL: u32 = 28_800;
+/// Longest chain of in-zone ExternalName aliases followed while building.
+const MAX_ALIAS_CHAIN: usize = 8;
+/// UDP payload size this server advertises in its OPT record.
+pub const ADVERTISED_UDP_PAYLOAD: u16 = 1232;
+
+/// Settings a snapshot is built with.
+#[derive(Clone, Debug)]
+pub struct SnapshotSettings {
+    pub records: RecordSettings,
+    /// TTL of positive answers.
+    pub ttl: u32,
+    /// TTL of NXDOMAIN and NODATA (SOA TTL and MINIMUM).
+    pub negative_ttl: u32,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> Self {
+        Self {
+            records: RecordSettings {
+                zone: "cluster.local".to_owned(),
+                pod_mode: PodMode::Disabled,
+                tolerate_unready_annotation: true,
+                fallback_nameserver_addresses: vec![IpAddr::from([127, 0, 0, 1])],
+            },
+            ttl: 5,
+            negative_ttl: 5,
+        }
+    }
+}
+
+/// A set of records of one type at one name, encoded as a ready-to-copy answer section plus
+/// the additional section that goes with it.
+#[derive(Debug)]
+struct RecordSet {
+    qtype: u16,
+    answer_count: u16,
+    additional_count: u16,
+    /// Fixed record length when the answer rotates (A/AAAA of headless services), else 0.
+    rotating_record_len: u8,
+    answer_len: u32,
+    bytes: Box<[u8]>,
+}
+
+/// Everything stored at one name.
+#[derive(Debug, Default)]
+struct Entry {
+    apex: bool,
+    sets: Box<[RecordSet]>,
+    /// ExternalName target outside the zone: address queries get the CNAME, then the server
+    /// appends the target's addresses from upstream.
+    external_target: Option<Box<[u8]>>,
+}
+
+/// Where a query's name falls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    /// In the cluster zone or a reverse zone; the zone apex starts at this offset in the name.
+    Authoritative {
+        zone_offset: usize,
+    },
+    Outside,
+}
+
+/// Size limits of the transport a query came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What the server should do with a query after [`Snapshot::respond`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Send `out[..len]`.
+    Reply {
+        len: usize,
+        rcode: u16,
+        answers: u16,
+    },
+    /// The name is outside the zone and forwarding was allowed: forward the query as is.
+    Forward,
+    /// `out[..len]` holds a CNAME answer for an ExternalName outside the zone; append the
+    /// target's records of the asked type (from upstream), or send it as is.
+    ChaseExternal { len: usize, target: Vec<u8> },
+    /// Not a query: send nothing.
+    Drop,
+}
+
+/// Counts shown by metrics and logs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SnapshotStats {
+    pub names: usize,
+    pub records: usize,
+    pub build_duration: Duration,
+}
+
+/// An immutable, fully encoded view of the cluster zone.
+pub struct Snapshot {
+    names: HashMap<Box<[u8]>, Entry>,
+    zone: Box<[u8]>,
+    pod_mode: PodMode,
+    ttl: u32,
+    negative_ttl: u32,
+    serial: u32,
+    synced: bool,
+    built_at: SystemTime,
+    stats: SnapshotStats,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Snapshot")
+            .field("zone", &wire::display_name(&self.zone))
+            .field("synced", &self.synced)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Snapshot {
+    /// The snapshot served before the first full sync: the zone exists but every answer in
+    /// it is SERVFAIL, so nothing is denied from an incomplete cache.
+    pub fn unsynced(settings: &SnapshotSettings) -> Self {
+        let zone = wire::encode_name(&settings.records.zone).unwrap_or_else(|| vec![0]);
+        Self {
+            names: HashMap::new(),
+            zone: zone.into_boxed_slice(),
+            pod_mode: settings.records.pod_mode,
+            ttl: settings.ttl,
+            negative_ttl: settings.negative_ttl,
+            serial: 0,
+            synced: false,
+            built_at: SystemTime::now(),
+            stats: SnapshotStats::default(),
+        }
+    }
+
+    /// Builds the index from Kubernetes objects.
+    pub fn build(state: &ClusterState, settings: &SnapshotSettings) -> Self {
+        let started = std::time::Instant::now();
+        let zone_records = records::collect(state, &settings.records);
+        let mut snapshot = Self::encode(&zone_records, settings);
+        snapshot.stats.build_duration = started.elapsed();
+        snapshot
+    }
+
+    /// When this snapshot was built.
+    pub fn built_at(&self) -> SystemTime {
+        self.built_at
+    }
+
+    /// Whether this snapshot reflects a full sync with the API.
+    pub fn is_synced(&self) -> bool {
+        self.synced
+    }
+
+    pub fn stats(&self) -> SnapshotStats {
+        self.stats
+    }
+
+    fn encode(zone_records: &ZoneRecords, settings: &SnapshotSettings) -> Self {
+        let built_at = SystemTime::now();
+        let serial = built_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs() as u32)
+            .unwrap_or(1);
+        let mut names = HashMap::with_capacity(zone_records.names.len());
+        let mut record_total = 0usize;
+        for (name, records) in &zone_records.names {
+            let encoder = Encoder {
+                owner: name,
+                zone: zone_records,
+                ttl: settings.ttl,
+            };
+            let entry = encoder.entry(records);
+            record_total += entry
+                .sets
+                .iter()
+                .map(|set| set.answer_count as usize)
+                .sum::<usize>();
+            names.insert(name.clone().into_boxed_slice(), entry);
+        }
+        names.shrink_to_fit();
+        Self {
+            stats: SnapshotStats {
+                names: names.len(),
+                records: record_total,
+                build_duration: Duration::ZERO,
+            },
+            names,
+            zone: zone_records.zone.clone().into_boxed_slice(),
+            pod_mode: settings.records.pod_mode,
+            ttl: settings.ttl,
+            negative_ttl: settings.negative_ttl,
+            serial,
+            synced: true,
+            built_at,
+        }
+    }
+
+    fn placement(&self, question: &Question) -> Placement {
+        let name = question.name_lower();
+        for index in 0..=question.label_count() {
+            let suffix = question.suffix_from(index);
+            if suffix == &*self.zone
+                || suffix == b"\x07in-addr\x04arpa\x00"
+                || suffix == b"\x03ip6\x04arpa\x00"
+            {
+                return Placement::Authoritative {
+                    zone_offset: name.len() - suffix.len(),
+                };
+            }
+        }
+        Placement::Outside
+    }
+
+    /// Answers one query packet into `out` (which must hold at least 65,535 bytes for TCP or
+    /// the largest UDP reply, and never less than 512). `rotation` is any number that changes
+    /// between queries; it picks where a rotating answer starts.
+    pub fn respond(
+        &self,
+        packet: &[u8],
+        out: &mut [u8],
+        transport: Transport,
+        rotation: usize,
+        may_forward: bool,
+    ) -> (Disposition, u16) {
+        let question = match wire::parse_query(packet) {
+            Ok(question) => question,
+            Err(error @ ParseError::Respond { rcode, .. }) => {
+                let len = wire::write_error_reply(out, error).unwrap_or(0);
+                return (
+                    Disposition::Reply {
+                        len,
+                        rcode,
+                        answers: 0,
+                    },
+                    0,
+                );
+            }
+            Err(ParseError::Drop) => return (Disposition::Drop, 0),
+        };
+        let qtype = question.qtype;
+        (
+            self.answer(&question, out, transport, rotation, may_forward),
+            qtype,
+        )
+    }
+
+    fn answer(
+        &self,
+        question: &Question,
+        out: &mut [u8],
+        transport: Transport,
+        rotation: usize,
+        may_forward: bool,
+    ) -> Disposition {
+        let mut reply = Reply::start(question, out, transport);
+        if let Some(edns) = question.edns
+            && edns.version != 0
+        {
+            return reply.finish_empty(response_code::BADVERS, false);
+        }
+        let zone_offset = match self.placement(question) {
+            Placement::Outside if may_forward => return Disposition::Forward,
+            Placement::Outside => return reply.finish_empty(response_code::REFUSED, false),
+            Placement::Authoritative { zone_offset } => zone_offset,
+        };
+        if question.qclass != CLASS_IN
+            || matches!(question.qtype, record_type::AXFR | record_type::IXFR)
+        {
+            return reply.finish_empty(response_code::REFUSED, true);
+        }
+        if !self.synced {
+            return reply.finish_empty(response_code::SERVFAIL, false);
+        }
+        let negative_soa = SoaFields {
+            ttl: self.negative_ttl,
+            serial: self.serial,
+            refresh: 7200,
+            retry: 1800,
+            expire: 86_400,
+            minimum: self.negative_ttl,
+        };
+        let Some(entry) = self.names.get(question.name_lower()) else {
+            let pointer = u16::from_be_bytes(POINTER_TO_QUESTION);
+            let position = reply.position;
+            match (self.pod_address(question), question.qtype) {
+                (Some(IpAddr::V4(v4)), record_type::A) => {
+                    reply.position = wire::write_record(
+                        reply.out,
+                        position,
+                        pointer,
+                        record_type::A,
+                        self.ttl,
+                        &v4.octets(),
+                    );
+                    return reply.finish_answered(1, 0);
+                }
+                (Some(IpAddr::V6(v6)), record_type::AAAA) => {
+                    reply.position = wire::write_record(
+                        reply.out,
+                        position,
+                        pointer,
+                        record_type::AAAA,
+                        self.ttl,
+                        &v6.octets(),
+                    );
+                    return reply.finish_answered(1, 0);
+                }
+                (Some(_), _) => {
+                    return reply.finish_negative(
+                        response_code::NOERROR,
+                        zone_offset,
+                        negative_soa,
+                    );
+                }
+                (None, _) => {}
+            }
+            return reply.finish_negative(response_code::NXDOMAIN, zone_offset, negative_soa);
+        };
+        if entry.apex && question.qtype == record_type::SOA {
+            let positive_soa = SoaFields {
+                ttl: self.ttl.min(300),
+                ..negative_soa
+            };
+            reply.position = wire::write_soa(reply.out, reply.position, zone_offset, positive_soa);
+            return reply.finish_answered(1, 0);
+        }
+        let Some(set) = entry.sets.iter().find(|set| set.qtype == question.qtype) else {
+            return reply.finish_negative(response_code::NOERROR, zone_offset, negative_soa);
+        };
+        let disposition = reply.write_set(set, rotation);
+        if let (
+            Some(target),
+            Disposition::Reply {
+                len, answers: 1, ..
+            },
+        ) = (&entry.external_target, &disposition)
+            && matches!(question.qtype, record_type::A | record_type::AAAA)
+        {
+            return Disposition::ChaseExternal {
+                len: *len,
+                target: target.to_vec(),
+            };
+        }
+        disposition
+    }
+
+    /// The address named by an insecure-mode pod name (`a-b-c-d.<ns>.pod.<zone>` with an
+    /// existing namespace), if the question is one.
+    fn pod_address(&self, question: &Question) -> Option<IpAddr> {
+        if self.pod_mode != PodMode::Insecure {
+            return None;
+        }
+        let zone_labels = self.zone_label_count();
+        if question.label_count() != zone_labels + 3
+            || question.suffix_from(3) != &*self.zone
+            || question.label(2) != b"pod"
+            || !self.names.contains_key(question.suffix_from(1))
+        {
+            return None;
+        }
+        records::parse_dashed_address(question.label(0))
+    }
+
+    fn zone_label_count(&self) -> usize {
+        wire::label_offsets(&self.zone).len()
+    }
+}
+
+/// A reply being written into the caller's buffer.
+struct Reply<'a> {
+    question: &'a Question,
+    out: &'a mut [u8],
+    position: usize,
+    /// Bytes usable for everything before the OPT record.
+    budget: usize,
+    truncated: bool,
+}
+
+impl<'a> Reply<'a> {
+    fn start(question: &'a Question, out: &'a mut [u8], transport: Transport) -> Self {
+        let limit = match transport {
+            Transport::Udp => question
+                .edns
+                .map(|edns| edns.udp_payload as usize)
+                .unwrap_or(wire::CLASSIC_UDP_LIMIT),
+            Transport::Tcp => wire::MAX_MESSAGE_LEN,
+        }
+        .min(out.len());
+        let opt_len = if question.edns.is_some() {
+            OPT_RECORD_LEN
+        } else {
+            0
+        };
+        let position = wire::write_question(out, question);
+        Self {
+            question,
+            out,
+            position,
+            budget: limit - opt_len,
+            truncated: false,
+        }
+    }
+
+    fn finish(self, rcode: u16, authoritative: bool, counts: [u16; 3]) -> Disposition {
+        let question = self.question;
+        let mut end = self.position;
+        let mut additional = counts[2];
+        if let Some(edns) = question.edns {
+            end = wire::write_opt(self.out, end, edns, rcode, ADVERTISED_UDP_PAYLOAD);
+            additional += 1;
+        }
+        wire::write_header(
+            self.out,
+            question.id,
+            question.opcode,
+            question.recursion_desired,
+            question.checking_disabled,
+            ResponseFlags {
+                authoritative,
+                truncated: self.truncated,
+                recursion_available: false,
+            },
+            rcode,
+            [1, counts[0], counts[1], additional],
+        );
+        Disposition::Reply {
+            len: end,
+            rcode,
+            answers: counts[0],
+        }
+    }
+
+    fn finish_empty(self, rcode: u16, authoritative: bool) -> Disposition {
+        self.finish(rcode, authoritative, [0, 0, 0])
+    }
+
+    fn finish_answered(self, answers: u16, additional: u16) -> Disposition {
+        self.finish(response_code::NOERROR, true, [answers, 0, additional])
+    }
+
+    fn finish_negative(mut self, rcode: u16, zone_offset: usize, soa: SoaFields) -> Disposition {
+        self.position = wire::write_soa(self.out, self.position, zone_offset, soa);
+        self.finish(rcode, true, [0, 1, 0])
+    }
+
+    fn write_set(mut self, set: &RecordSet, rotation: usize) -> Disposition {
+        let answer = &set.bytes[..set.answer_len as usize];
+        let additional = &set.bytes[set.answer_len as usize..];
+        let room = self.budget.saturating_sub(self.position);
+        let record_len = set.rotating_record_len as usize;
+        let mut answers = 0u16;
+        if let Some(room_in_records) = room.checked_div(record_len) {
+            let count = set.answer_count as usize;
+            let fitting = count.min(room_in_records);
+            let first = rotation % count;
+            for step in 0..fitting {
+                let index = (first + step) % count;
+                let record = &answer[index * record_len..(index + 1) * record_len];
+                self.out[self.position..self.position + record_len].copy_from_slice(record);
+                self.position += record_len;
+            }
+            answers = fitting as u16;
+            self.truncated = fitting < count;
+        } else if answer.len() <= room {
+            self.out[self.position..self.position + answer.len()].copy_from_slice(answer);
+            self.position += answer.len();
+            answers = set.answer_count;
+        } else {
+            let mut offset = 0;
+            while offset < answer.len() {
+                let end = wire::pointer_owned_record_end(answer, offset);
+                if self.position + (end - offset) > self.budget {
+                    break;
+                }
+                self.out[self.position..self.position + end - offset]
+                    .copy_from_slice(&answer[offset..end]);
+                self.position += end - offset;
+                offset = end;
+                answers += 1;
+            }
+            self.truncated = true;
+        }
+        let mut additional_written = 0u16;
+        if !self.truncated {
+            // Glue is optional: keep what fits, and never set TC for it.
+            let mut offset = 0;
+            while offset < additional.len() {
+                let end = wire::pointer_owned_record_end(additional, offset);
+                if self.position + (end - offset) > self.budget {
+                    break;
+                }
+                self.out[self.position..self.position + end - offset]
+                    .copy_from_slice(&additional[offset..end]);
+                self.position += end - offset;
+                offset = end;
+                additional_written += 1;
+            }
+        }
+        let _ = set.additional_count;
+        self.finish(
+            response_code::NOERROR,
+            true,
+            [answers, 0, additional_written],
+        )
+    }
+}
+
+/// Encodes the records of one name, with names compressed against the question (the owner)
+/// and against names written earlier in the same answer.
+struct Encoder<'a> {
+    owner: &'a [u8],
+    zone: &'a ZoneRecords,
+    ttl: u32,
+}
+
+/// Where name suffixes already sit in the message: suffix bytes → absolute offset.
+struct KnownNames(HashMap<Vec<u8>, u16>);
+
+impl KnownNames {
+    fn for_owner(owner: &[u8]) -> Self {
+        let mut known = HashMap::new();
+        for offset in wire::label_offsets(owner) {
+            known.insert(owner[offset..].to_vec(), (HEADER_LEN + offset) as u16);
+        }
+        Self(known)
+    }
+
+    /// Appends `name` to `out` (whose first byte sits at absolute offset `base`), compressed
+    /// against known suffixes, and learns the suffixes it writes.
+    fn write(&mut self, out: &mut Vec<u8>, base: usize, name: &[u8]) {
+        let offsets = wire::label_offsets(name);
+        for (index, &offset) in offsets.iter().enumerate() {
+            if let Some(&pointer) = self.0.get(&name[offset..]) {
+                let written_start = out.len();
+                out.extend_from_slice(&name[..offset]);
+                out.extend_from_slice(&(0xC000 | pointer).to_be_bytes());
+                self.learn(name, &offsets[..index], base + written_start);
+                return;
+            }
+        }
+        let written_start = out.len();
+        out.extend_from_slice(name);
+        self.learn(name, &offsets, base + written_start);
+    }
+
+    fn learn(&mut self, name: &[u8], offsets: &[usize], absolute_start: usize) {
+        for &offset in offsets {
+            let absolute = absolute_start + offset;
+            if absolute < 0x3FFF {
+                self.0
+                    .entry(name[offset..].to_vec())
+                    .or_insert(absolute as u16);
+            }
+        }
+    }
+
+    fn offset_of(&self, name: &[u8]) -> Option<u16> {
+        self.0.get(name).copied()
+    }
+}
+
+impl Encoder<'_> {
+    fn answer_base(&self) -> usize {
+        HEADER_LEN + self.owner.len() + 4
+    }
+
+    fn entry(&self, records: &NameRecords) -> Entry {
+        let mut sets = Vec::new();
+        if let Some(target) = &records.alias {
+            self.alias_sets(target, &mut sets);
+            let in_zone = target.ends_with(&self.zone.zone);
+            return Entry {
+                apex: records.apex,
+                sets: sets.into_boxed_slice(),
+                external_target: (!in_zone).then(|| target.clone().into_boxed_slice()),
+            };
+        }
+        let question = u16::from_be_bytes(POINTER_TO_QUESTION);
+        if !records.ipv4.is_empty() {
+            let mut bytes = Vec::with_capacity(records.ipv4.len() * 16);
+            for address in &records.ipv4 {
+                push_record(
+                    &mut bytes,
+                    question,
+                    record_type::A,
+                    self.ttl,
+                    &address.octets(),
+                );
+            }
+            sets.push(fixed_set(
+                record_type::A,
+                records.ipv4.len(),
+                bytes,
+                records.rotate,
+                16,
+            ));
+        }
+        if !records.ipv6.is_empty() {
+            let mut bytes = Vec::with_capacity(records.ipv6.len() * 28);
+            for address in &records.ipv6 {
+                push_record(
+                    &mut bytes,
+                    question,
+                    record_type::AAAA,
+                    self.ttl,
+                    &address.octets(),
+                );
+            }
+            sets.push(fixed_set(
+                record_type::AAAA,
+                records.ipv6.len(),
+                bytes,
+                records.rotate,
+                28,
+            ));
+        }
+        if !records.services.is_empty() {
+            sets.push(self.service_set(records));
+        }
+        if !records.pointers.is_empty() {
+            let mut known = KnownNames::for_owner(self.owner);
+            let mut bytes = Vec::new();
+            let base = self.answer_base();
+            for target in &records.pointers {
+                let mut rdata = Vec::new();
+                known.write(&mut rdata, base + bytes.len() + 12, target);
+                push_record(&mut bytes, question, record_type::PTR, self.ttl, &rdata);
+            }
+            sets.push(plain_set(
+                record_type::PTR,
+                records.pointers.len(),
+                bytes,
+                0,
+                0,
+            ));
+        }
+        if let Some(text) = &records.text {
+            let mut rdata = vec![text.len() as u8];
+            rdata.extend_from_slice(text.as_bytes());
+            let mut bytes = Vec::new();
+            push_record(
+                &mut bytes,
+                question,
+                record_type::TXT,
+                SCHEMA_VERSION_TTL,
+                &rdata,
+            );
+            sets.push(plain_set(record_type::TXT, 1, bytes, 0, 0));
+        }
+        if records.apex {
+            sets.push(self.nameserver_set());
+        }
+        Entry {
+            apex: records.apex,
+            sets: sets.into_boxed_slice(),
+            external_target: None,
+        }
+    }
+
+    fn service_set(&self, records: &NameRecords) -> RecordSet {
+        let question = u16::from_be_bytes(POINTER_TO_QUESTION);
+        let mut known = KnownNames::for_owner(self.owner);
+        let base = self.answer_base();
+        let weight = (100 / records.services.len()).max(1) as u16;
+        let mut bytes = Vec::new();
+        let mut targets: Vec<&[u8]> = Vec::new();
+        for record in &records.services {
+            let mut rdata = Vec::with_capacity(6 + record.target.len());
+            rdata.extend_from_slice(&0u16.to_be_bytes());
+            rdata.extend_from_slice(&weight.to_be_bytes());
+            rdata.extend_from_slice(&record.port.to_be_bytes());
+            known.write(&mut rdata, base + bytes.len() + 12, &record.target);
+            push_record(&mut bytes, question, record_type::SRV, self.ttl, &rdata);
+            if !targets.contains(&record.target.as_slice()) {
+                targets.push(&record.target);
+            }
+        }
+        let answer_len = bytes.len();
+        let mut additional_count = 0;
+        for target in targets {
+            let (Some(pointer), Some(target_records)) =
+                (known.offset_of(target), self.zone.names.get(target))
+            else {
+                continue;
+            };
+            for address in &target_records.ipv4 {
+                push_record(
+                    &mut bytes,
+                    pointer | 0xC000,
+                    record_type::A,
+                    self.ttl,
+                    &address.octets(),
+                );
+                additional_count += 1;
+            }
+            for address in &target_records.ipv6 {
+                push_record(
+                    &mut bytes,
+                    pointer | 0xC000,
+                    record_type::AAAA,
+                    self.ttl,
+                    &address.octets(),
+                );
+                additional_count += 1;
+            }
+        }
+        plain_set(
+            record_type::SRV,
+            records.services.len(),
+            bytes,
+            answer_len,
+            additional_count,
+        )
+    }
+
+    fn nameserver_set(&self) -> RecordSet {
+        let question = u16::from_be_bytes(POINTER_TO_QUESTION);
+        let mut rdata = b"\x02ns\x03dns".to_vec();
+        rdata.extend_from_slice(&question.to_be_bytes());
+        let mut bytes = Vec::new();
+        push_record(&mut bytes, question, record_type::NS, self.ttl, &rdata);
+        let answer_len = bytes.len();
+        let target_pointer = (self.answer_base() + 12) as u16 | 0xC000;
+        let mut additional_count = 0;
+        let mut glue_name = b"\x02ns\x03dns".to_vec();
+        glue_name.extend_from_slice(&self.zone.zone);
+        // Only the cluster apex has glue; reverse apexes point into the cluster zone's name.
+        if self.owner == &*self.zone.zone
+            && let Some(glue) = self.zone.names.get(&glue_name)
+        {
+            for address in &glue.ipv4 {
+                push_record(
+                    &mut bytes,
+                    target_pointer,
+                    record_type::A,
+                    self.ttl,
+                    &address.octets(),
+                );
+                additional_count += 1;
+            }
+            for address in &glue.ipv6 {
+                push_record(
+                    &mut bytes,
+                    target_pointer,
+                    record_type::AAAA,
+                    self.ttl,
+                    &address.octets(),
+                );
+                additional_count += 1;
+            }
+        }
+        plain_set(record_type::NS, 1, bytes, answer_len, additional_count)
+    }
+
+    /// CNAME, plus for A and AAAA the chased in-zone records: each further alias is owned by a
+    /// pointer to the previous CNAME's target, and the final addresses likewise.
+    fn alias_sets(&self, first_target: &[u8], sets: &mut Vec<RecordSet>) {
+        let question = u16::from_be_bytes(POINTER_TO_QUESTION);
+        let base = self.answer_base();
+        let mut cname_only = Vec::new();
+        let mut known = KnownNames::for_owner(self.owner);
+        let mut rdata = Vec::new();
+        known.write(&mut rdata, base + 12, first_target);
+        push_record(
+            &mut cname_only,
+            question,
+            record_type::CNAME,
+            self.ttl,
+            &rdata,
+        );
+        sets.push(plain_set(record_type::CNAME, 1, cname_only.clone(), 0, 0));
+
+        for qtype in [record_type::A, record_type::AAAA] {
+            let mut bytes = cname_only.clone();
+            let mut count = 1;
+            let mut known = KnownNames::for_owner(self.owner);
+            let mut scratch = Vec::new();
+            known.write(&mut scratch, base + 12, first_target);
+            let mut target = first_target.to_vec();
+            let mut owner_pointer = known.offset_of(&target).unwrap_or(0x3FFF);
+            for _ in 0..MAX_ALIAS_CHAIN {
+                let Some(records) = self.zone.names.get(&target) else {
+                    break;
+                };
+                if let Some(next) = &records.alias {
+                    if next == &target || next.as_slice() == self.owner {
+                        break;
+                    }
+                    let mut rdata = Vec::new();
+                    known.write(&mut rdata, base + bytes.len() + 12, next);
+                    push_record(
+                        &mut bytes,
+                        owner_pointer | 0xC000,
+                        record_type::CNAME,
+                        self.ttl,
+                        &rdata,
+                    );
+                    count += 1;
+                    target = next.clone();
+                    owner_pointer = known.offset_of(&target).unwrap_or(0x3FFF);
+                    continue;
+                }
+                if qtype == record_type::A {
+                    for address in &records.ipv4 {
+                        push_record(
+                            &mut bytes,
+                            owner_pointer | 0xC000,
+                            qtype,
+                            self.ttl,
+                            &address.octets(),
+                        );
+                        count += 1;
+                    }
+                } else {
+                    for address in &records.ipv6 {
+                        push_record(
+                            &mut bytes,
+                            owner_pointer | 0xC000,
+                            qtype,
+                            self.ttl,
+                            &address.octets(),
+                        );
+                        count += 1;
+                    }
+                }
+                break;
+            }
+            sets.push(plain_set(qtype, count, bytes, 0, 0));
+        }
+    }
+}
+
+fn push_record(out: &mut Vec<u8>, owner_pointer: u16, rtype: u16, ttl: u32, rdata: &[u8]) {
+    out.extend_from_slice(&owner_pointer.to_be_bytes());
+    out.extend_from_slice(&rtype.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    out.extend_from_slice(rdata);
+}
+
+fn fixed_set(qtype: u16, count: usize, bytes: Vec<u8>, rotate: bool, record_len: u8) -> RecordSet {
+    let answer_len = bytes.len();
+    RecordSet {
+        qtype,
+        answer_count: count.min(u16::MAX as usize) as u16,
+        additional_count: 0,
+        rotating_record_len: if rotate && count > 1 { record_len } else { 0 },
+        answer_len: answer_len as u32,
+        bytes: bytes.into_boxed_slice(),
+    }
+}
+
+/// A set with `answer_len` bytes of answer (0 = all of `bytes`) and the rest as additional.
+fn plain_set(
+    qtype: u16,
+    count: usize,
+    bytes: Vec<u8>,
+    answer_len: usize,
+    additional_count: usize,
+) -> RecordSet {
+    let answer_len = if answer_len == 0 {
+        bytes.len()
+    } else {
+        answer_len
+    };
+    RecordSet {
+        qtype,
+        answer_count: count.min(u16::MAX as usize) as u16,
+        additional_count: additional_count.min(u16::MAX as usize) as u16,
+        rotating_record_len: 0,
+        answer_len: answer_len as u32,
+        bytes: bytes.into_boxed_slice(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::example;
+    use hickory_proto::op::{Message, ResponseCode};
+    use hickory_proto::rr::RecordType;
+
+    fn settings(pod_mode: PodMode) -> SnapshotSettings {
+        let mut settings = SnapshotSettings::default();
+        settings.records.pod_mode = pod_mode;
+        settings
+    }
+
+    fn query(name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
+        let mut packet = vec![0xAB, 0xCD, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.trim_end_matches('.').split('.') {
+            packet.push(label.len() as u8);
+            packet.extend_from_slice(label.as_bytes());
+        }
+        packet.push(0);
+        packet.extend(qtype.to_be_bytes());
+        packet.extend(CLASS_IN.to_be_bytes());
+        if let Some(size) = edns {
+            packet[11] = 1;
+            packet.extend([0, 0, 41]);
+            packet.extend(size.to_be_bytes());
+            packet.extend([0, 0, 0, 0, 0, 0]);
+        }
+        packet
+    }
+
+    struct Asked {
+        message: Message,
+        disposition: Disposition,
+    }
+
+    fn ask_with(
+        snapshot: &Snapshot,
+        packet: &[u8],
+        transport: Transport,
+        rotation: usize,
+    ) -> Asked {
+        let mut out = vec![0u8; wire::MAX_MESSAGE_LEN];
+        let (disposition, _) = snapshot.respond(packet, &mut out, transport, rotation, false);
+        let len = match &disposition {
+            Disposition::Reply { len, .. } | Disposition::ChaseExternal { len, .. } => *len,
+            other => panic!("no reply: {other:?}"),
+        };
+        let message = Message::from_vec(&out[..len]).expect("hickory parses every reply");
+        Asked {
+            message,
+            disposition,
+        }
+    }
+
+    fn ask(snapshot: &Snapshot, name: &str, qtype: u16) -> Message {
+        ask_with(snapshot, &query(name, qtype, None), Transport::Udp, 0).message
+    }
+
+    fn answers(message: &Message) -> Vec<String> {
+        let mut texts: Vec<String> = message
+            .answers
+            .iter()
+            .map(|record| format!("{} {}", record.record_type(), record.data))
+            .collect();
+        texts.sort();
+        texts
+    }
+
+    fn example_snapshot() -> Snapshot {
+        Snapshot::build(&example::cluster(), &settings(PodMode::Insecure))
+    }
+
+    #[test]
+    fn cluster_ip_service() {
+        let snapshot = example_snapshot();
+        let reply = ask(&snapshot, "api.default.svc.cluster.local", record_type::A);
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert!(reply.metadata.authoritative);
+        assert_eq!(answers(&reply), ["A 10.96.10.20"]);
+        assert_eq!(reply.answers[0].ttl, 5);
+
+        let nodata = ask(
+            &snapshot,
+            "api.default.svc.cluster.local",
+            record_type::AAAA,
+        );
+        assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
+        assert!(nodata.answers.is_empty());
+        assert_eq!(nodata.authorities[0].record_type(), RecordType::SOA);
+        assert_eq!(nodata.authorities[0].name.to_string(), "cluster.local.");
+
+        let srv = ask(
+            &snapshot,
+            "_http._tcp.api.default.svc.cluster.local",
+            record_type::SRV,
+        );
+        assert_eq!(
+            answers(&srv),
+            ["SRV 0 100 80 api.default.svc.cluster.local."]
+        );
+        assert_eq!(srv.additionals[0].data.to_string(), "10.96.10.20");
+        let wrong = ask(
+            &snapshot,
+            "_http._udp.api.default.svc.cluster.local",
+            record_type::SRV,
+        );
+        assert_eq!(wrong.metadata.response_code, ResponseCode::NXDomain);
+
+        let dual = ask(
+            &snapshot,
+            "dual.default.svc.cluster.local",
+            record_type::AAAA,
+        );
+        assert_eq!(answers(&dual), ["AAAA fd00:10:96::1e"]);
+        let ptr = ask(&snapshot, "20.10.96.10.in-addr.arpa", record_type::PTR);
+        assert_eq!(answers(&ptr), ["PTR api.default.svc.cluster.local."]);
+        let ptr6 = ask(
+            &snapshot,
+            "e.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.9.0.0.0.1.0.0.0.0.d.f.ip6.arpa",
+            record_type::PTR,
+        );
+        assert_eq!(answers(&ptr6), ["PTR dual.default.svc.cluster.local."]);
+    }
+
+    #[test]
+    fn headless_service_rotates_and_deduplicates() {
+        let snapshot = example_snapshot();
+        let packet = query("nginx.default.svc.cluster.local", record_type::A, None);
+        let first = ask_with(&snapshot, &packet, Transport::Udp, 0).message;
+        let second = ask_with(&snapshot, &packet, Transport::Udp, 1).message;
+        assert_eq!(
+            answers(&first),
+            ["A 10.244.1.10", "A 10.244.1.11", "A 10.244.1.12"]
+        );
+        assert_eq!(answers(&first), answers(&second));
+        assert_ne!(first.answers[0].data, second.answers[0].data);
+
+        let host = ask(
+            &snapshot,
+            "web-1.nginx.default.svc.cluster.local",
+            record_type::AAAA,
+        );
+        assert_eq!(answers(&host), ["AAAA fd00:10:244:1::b"]);
+        let missing = ask(
+            &snapshot,
+            "web-3.nginx.default.svc.cluster.local",
+            record_type::A,
+        );
+        assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
+        let dashed = ask(
+            &snapshot,
+            "10-244-1-10.nginx.default.svc.cluster.local",
+            record_type::A,
+        );
+        assert_eq!(dashed.metadata.response_code, ResponseCode::NXDomain);
+
+        let srv = ask(
+            &snapshot,
+            "_web._tcp.nginx.default.svc.cluster.local",
+            record_type::SRV,
+        );
+        assert_eq!(srv.answers.len(), 3);
+        assert_eq!(srv.additionals.len(), 6, "A and AAAA of each target");
+
+        let cache = ask(
+            &snapshot,
+            "_redis._tcp.cache.ns1.svc.cluster.local",
+            record_type::SRV,
+        );
+        assert_eq!(
+            answers(&cache),
+            ["SRV 0 100 7379 cache-0.cache.ns1.svc.cluster.local."]
+        );
+        let idle = ask(&snapshot, "idle.ns1.svc.cluster.local", record_type::A);
+        assert_eq!(idle.metadata.response_code, ResponseCode::NXDomain);
+        let db = ask(&snapshot, "db.ns1.svc.cluster.local", record_type::A);
+        assert_eq!(db.answers.len(), 3);
+    }
+
+    #[test]
+    fn truncation_and_tcp() {
+        let snapshot = example_snapshot();
+        let name = "big.ns1.svc.cluster.local";
+        let classic = ask_with(
+            &snapshot,
+            &query(name, record_type::A, None),
+            Transport::Udp,
+            3,
+        );
+        assert!(classic.message.metadata.truncation);
+        assert_eq!(classic.message.answers.len(), 29);
+        let edns = ask_with(
+            &snapshot,
+            &query(name, record_type::A, Some(1232)),
+            Transport::Udp,
+            3,
+        );
+        assert!(edns.message.metadata.truncation);
+        assert!(edns.message.answers.len() > 29);
+        let tcp = ask_with(
+            &snapshot,
+            &query(name, record_type::A, None),
+            Transport::Tcp,
+            3,
+        );
+        assert!(!tcp.message.metadata.truncation);
+        assert_eq!(tcp.message.answers.len(), 1000);
+        assert!(matches!(
+            tcp.disposition,
+            Disposition::Reply { answers: 1000, .. }
+        ));
+    }
+
+    #[test]
+    fn case_is_preserved() {
+        let snapshot = example_snapshot();
+        let reply = ask(&snapshot, "API.Default.SVC.cluster.LOCAL", record_type::A);
+        assert_eq!(
+            reply.answers[0].name.to_string(),
+            "API.Default.SVC.cluster.LOCAL."
+        );
+        let negative = ask(&snapshot, "NOPE.default.svc.Cluster.Local", record_type::A);
+        assert_eq!(negative.authorities[0].name.to_string(), "Cluster.Local.");
+    }
+
+    #[test]
+    fn external_names() {
+        let snapshot = example_snapshot();
+        let cname = ask(
+            &snapshot,
+            "ext.default.svc.cluster.local",
+            record_type::CNAME,
+        );
+        assert_eq!(answers(&cname), ["CNAME www.example.com."]);
+        let packet = query("ext.default.svc.cluster.local", record_type::A, None);
+        let chased = ask_with(&snapshot, &packet, Transport::Udp, 0);
+        assert!(matches!(
+            chased.disposition,
+            Disposition::ChaseExternal { .. }
+        ));
+        let in_zone = ask(&snapshot, "to-api.ns1.svc.cluster.local", record_type::A);
+        assert_eq!(
+            answers(&in_zone),
+            ["A 10.96.10.20", "CNAME api.default.svc.cluster.local."]
+        );
+        assert_eq!(
+            in_zone.answers[1].name.to_string(),
+            "api.default.svc.cluster.local."
+        );
+        for name in [
+            "ext-ip.default.svc.cluster.local",
+            "www.google.com.default.svc.cluster.local",
+            "foo.ext.default.svc.cluster.local",
+        ] {
+            let reply = ask(&snapshot, name, record_type::A);
+            assert_eq!(
+                reply.metadata.response_code,
+                ResponseCode::NXDomain,
+                "{name}"
+            );
+        }
+        let srv = ask(&snapshot, "ext.default.svc.cluster.local", record_type::SRV);
+        assert_eq!(srv.metadata.response_code, ResponseCode::NoError);
+        assert!(srv.answers.is_empty());
+    }
+
+    #[test]
+    fn apex_version_and_negative_answers() {
+        let snapshot = example_snapshot();
+        let soa = ask(&snapshot, "cluster.local", record_type::SOA);
+        assert_eq!(soa.answers[0].record_type(), RecordType::SOA);
+        let ns = ask(&snapshot, "cluster.local", record_type::NS);
+        assert_eq!(answers(&ns), ["NS ns.dns.cluster.local."]);
+        assert_eq!(ns.additionals[0].data.to_string(), "10.96.0.10");
+        let version = ask(&snapshot, "dns-version.cluster.local", record_type::TXT);
+        assert_eq!(answers(&version), ["TXT 1.1.0"]);
+        for (name, qtype) in [
+            ("dns-version.cluster.local", record_type::A),
+            ("cluster.local", record_type::TXT),
+            ("svc.cluster.local", record_type::A),
+            ("ns1.svc.cluster.local", record_type::A),
+            ("api.default.svc.cluster.local", record_type::ANY),
+            ("_tcp.api.default.svc.cluster.local", record_type::SRV),
+        ] {
+            let reply = ask(&snapshot, name, qtype);
+            assert_eq!(
+                reply.metadata.response_code,
+                ResponseCode::NoError,
+                "{name}"
+            );
+            assert!(reply.answers.is_empty(), "{name}");
+            assert_eq!(reply.authorities.len(), 1, "{name}");
+        }
+        for name in ["ns2.svc.cluster.local", "nope.default.svc.cluster.local"] {
+            let reply = ask(&snapshot, name, record_type::SOA);
+            assert_eq!(
+                reply.metadata.response_code,
+                ResponseCode::NXDomain,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn pod_modes() {
+        let cluster = example::cluster();
+        let name = "10-244-2-50.default.pod.cluster.local";
+        let disabled = Snapshot::build(&cluster, &settings(PodMode::Disabled));
+        assert_eq!(
+            ask(&disabled, name, record_type::A).metadata.response_code,
+            ResponseCode::NXDomain
+        );
+        let insecure = Snapshot::build(&cluster, &settings(PodMode::Insecure));
+        assert_eq!(
+            answers(&ask(&insecure, name, record_type::A)),
+            ["A 10.244.2.50"]
+        );
+        assert_eq!(
+            answers(&ask(
+                &insecure,
+                "1-2-3-4.ns1.pod.cluster.local",
+                record_type::A
+            )),
+            ["A 1.2.3.4"]
+        );
+        let blah = ask(&insecure, "blah.default.pod.cluster.local", record_type::A);
+        assert_eq!(blah.metadata.response_code, ResponseCode::NXDomain);
+        let other_family = ask(&insecure, name, record_type::AAAA);
+        assert_eq!(other_family.metadata.response_code, ResponseCode::NoError);
+        assert!(other_family.answers.is_empty());
+        let verified = Snapshot::build(&cluster, &settings(PodMode::Verified));
+        assert_eq!(
+            answers(&ask(&verified, name, record_type::A)),
+            ["A 10.244.2.50"]
+        );
+        let wrong_namespace = ask(
+            &verified,
+            "10-244-2-50.ns1.pod.cluster.local",
+            record_type::A,
+        );
+        assert_eq!(
+            wrong_namespace.metadata.response_code,
+            ResponseCode::NXDomain
+        );
+        let secondary = ask(
+            &verified,
+            "fd00-10-244-1--a.default.pod.cluster.local",
+            record_type::AAAA,
+        );
+        assert_eq!(answers(&secondary), ["AAAA fd00:10:244:1::a"]);
+    }
+
+    #[test]
+    fn unsynced_outside_and_malformed() {
+        let unsynced = Snapshot::unsynced(&settings(PodMode::Disabled));
+        let reply = ask(&unsynced, "api.default.svc.cluster.local", record_type::A);
+        assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+        let snapshot = example_snapshot();
+        let refused = ask(&snapshot, "www.example.com", record_type::A);
+        assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+        let mut out = vec![0u8; 512];
+        let (forward, _) = snapshot.respond(
+            &query("www.example.com", record_type::A, None),
+            &mut out,
+            Transport::Udp,
+            0,
+            true,
+        );
+        assert_eq!(forward, Disposition::Forward);
+        let mut bad_version = query("api.default.svc.cluster.local", record_type::A, Some(1232));
+        let opt_version = bad_version.len() - 5;
+        bad_version[opt_version] = 1;
+        let badvers = ask_with(&snapshot, &bad_version, Transport::Udp, 0).message;
+        // Extended rcode 16 (hickory names it BADSIG when it reads the number alone).
+        assert_eq!(
+            u16::from(badvers.metadata.response_code),
+            response_code::BADVERS
+        );
+    }
+
+    mod never_panics {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn check(snapshot: &Snapshot, packet: &[u8]) {
+            for transport in [Transport::Udp, Transport::Tcp] {
+                let mut out = vec![0u8; wire::MAX_MESSAGE_LEN];
+                let (disposition, _) = snapshot.respond(packet, &mut out, transport, 7, false);
+                if let Disposition::Reply { len, .. } | Disposition::ChaseExternal { len, .. } =
+                    disposition
+                {
+                    let reply = Message::from_vec(&out[..len]);
+                    assert!(reply.is_ok(), "unparseable reply {reply:?} to {packet:?}");
+                    if transport == Transport::Udp {
+                        assert!(len <= 4096);
+                    }
+                }
+            }
+        }
+
+        fn shared_snapshot() -> &'static Snapshot {
+            static SNAPSHOT: std::sync::OnceLock<Snapshot> = std::sync::OnceLock::new();
+            SNAPSHOT.get_or_init(example_snapshot)
+        }
+
+        fn seeds() -> Vec<Vec<u8>> {
+            vec![
+                query(
+                    "nginx.default.svc.cluster.local",
+                    record_type::A,
+                    Some(1232),
+                ),
+                query(
+                    "_web._tcp.nginx.default.svc.cluster.local",
+                    record_type::SRV,
+                    None,
+                ),
+                query("to-api.ns1.svc.cluster.local", record_type::A, None),
+                query(
+                    "10-244-2-50.default.pod.cluster.local",
+                    record_type::A,
+                    Some(512),
+                ),
+                query("big.ns1.svc.cluster.local", record_type::A, None),
+                query("nope.svc.cluster.local", record_type::TXT, None),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn random_bytes(packet in proptest::collection::vec(any::<u8>(), 0..600)) {
+                check(shared_snapshot(), &packet);
+            }
+
+            #[test]
+            fn mutated_queries(
+                seed in 0usize..6,
+                edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..8),
+                cut in any::<u16>(),
+            ) {
+                let mut packet = seeds()[seed].clone();
+                for (position, value) in edits {
+                    let index = position as usize % packet.len();
+                    packet[index] = value;
+                }
+                let keep = packet.len() - (cut as usize % 4).min(packet.len());
+                packet.truncate(keep);
+                check(shared_snapshot(), &packet);
+            }
+        }
+    }
+}
