@@ -21,7 +21,7 @@
 //!
 //! # History and watches
 //!
-//! The hub keeps the latest `history_capacity` events in a ring. Revisions are contiguous (a
+//! The hub keeps the latest `history_capacity` events (and at most `history_bytes`) in a ring. Revisions are contiguous (a
 //! failed write takes none), so the ring holds every event after
 //! [`Store::oldest_watchable_revision`]. [`Store::watch`] copies the matching part of the ring
 //! into a new watcher queue and registers that queue under the same lock the writer publishes
@@ -59,6 +59,9 @@ const LINGER: Duration = Duration::from_micros(200);
 pub struct StoreOptions {
     /// How many recent events the store keeps for watches to resume from.
     pub history_capacity: usize,
+    /// The most bytes (keys, values and previous values) the history may hold; the oldest
+    /// events go first when either this or `history_capacity` is exceeded.
+    pub history_bytes: usize,
     /// How many live events may wait in one watcher's queue before it is cut off as too slow.
     pub watch_buffer: usize,
 }
@@ -67,6 +70,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             history_capacity: 100_000,
+            history_bytes: 256 << 20,
             watch_buffer: 1024,
         }
     }
@@ -134,11 +138,13 @@ impl Store {
             state: Mutex::new(HubState {
                 history: VecDeque::new(),
                 history_base: revision,
+                history_size: 0,
                 watchers: Vec::new(),
                 next_watcher_id: 0,
                 closed: false,
             }),
             history_capacity: options.history_capacity,
+            history_bytes: options.history_bytes,
             watch_buffer: options.watch_buffer.max(1),
         });
         let counters = Arc::new(Counters {
@@ -423,6 +429,7 @@ impl Drop for CloseOnExit<'_> {
 struct Hub {
     state: Mutex<HubState>,
     history_capacity: usize,
+    history_bytes: usize,
     watch_buffer: usize,
 }
 
@@ -431,9 +438,19 @@ struct HubState {
     history: VecDeque<Arc<Event>>,
     /// Every event with a revision above this one is in `history`.
     history_base: Revision,
+    /// Sum of [`retained_size`] over `history`.
+    history_size: usize,
     watchers: Vec<Subscriber>,
     next_watcher_id: u64,
     closed: bool,
+}
+
+/// Roughly what keeping `event` in the history costs.
+fn retained_size(event: &Event) -> usize {
+    std::mem::size_of::<Event>()
+        + event.key.len()
+        + event.value.len()
+        + event.previous.as_ref().map_or(0, Bytes::len)
 }
 
 struct Subscriber {
@@ -455,14 +472,20 @@ impl Hub {
         let HubState {
             history,
             history_base,
+            history_size,
             watchers,
             ..
         } = &mut *state;
-        history.extend(events.iter().cloned());
-        while history.len() > self.history_capacity {
-            if let Some(oldest) = history.pop_front() {
-                *history_base = oldest.revision;
-            }
+        for event in &events {
+            *history_size += retained_size(event);
+            history.push_back(event.clone());
+        }
+        while history.len() > self.history_capacity || *history_size > self.history_bytes {
+            let Some(oldest) = history.pop_front() else {
+                break;
+            };
+            *history_size -= retained_size(&oldest);
+            *history_base = oldest.revision;
         }
         let oldest = *history_base;
         watchers.retain(|subscriber| {
@@ -696,6 +719,26 @@ mod tests {
         let mut watch = store.watch("", last.revision).unwrap();
         let next = put(&store, "/c").await;
         assert_eq!(watch.next().await.unwrap().unwrap().revision, next.revision);
+    }
+
+    #[tokio::test]
+    async fn history_is_bounded_by_bytes_too() {
+        let value = Bytes::from(vec![b'x'; 1000]);
+        let event_size = std::mem::size_of::<Event>() + "/k/0".len() + value.len();
+        let store = Store::in_memory(StoreOptions {
+            history_bytes: 3 * event_size,
+            ..StoreOptions::default()
+        });
+        for index in 0..10 {
+            store
+                .create(format!("/k/{index}"), constant(value.clone()))
+                .await
+                .unwrap();
+        }
+        // Creates carry no previous value: exactly three fit.
+        assert_eq!(store.oldest_watchable_revision(), 7);
+        let mut watch = store.watch("", 7).unwrap();
+        assert_eq!(watch.next().await.unwrap().unwrap().revision, 8);
     }
 
     #[tokio::test]

@@ -52,8 +52,8 @@
 //! and takes no revision.
 //!
 //! **Revisions and history.** Successful writes take consecutive revisions, so revision `r`
-//! is exactly one event. The store keeps the latest `history_capacity` events in memory (not
-//! on disk): a watch may start from any revision at or above
+//! is exactly one event. The store keeps the latest `history_capacity` events (bounded also
+//! by `history_bytes`) in memory (not on disk): a watch may start from any revision at or above
 //! [`Store::oldest_watchable_revision`], and older ones get [`Error::Expired`], the etcd
 //! "compacted" / Kubernetes "410 Gone" case, after which a client re-lists. After a restart the
 //! history is empty and starts at the stored revision, so clients that were watching re-list,
