@@ -112,7 +112,14 @@ impl Requirement {
                 key_errors.join("; ")
             ));
         }
-        let values_json = || serde_json::to_string(&values).unwrap_or_default();
+        // Upstream renders the values as JSON; an absent list is Go's nil slice, `null`.
+        let values_json = || {
+            if values.is_empty() {
+                "null".to_string()
+            } else {
+                serde_json::to_string(&values).unwrap_or_default()
+            }
+        };
         match operator {
             Operator::In | Operator::NotIn if values.is_empty() => errors.push(format!(
                 "values: Invalid value: {}: for 'in', 'notin' operators, values set can't be empty",
@@ -372,12 +379,19 @@ impl std::str::FromStr for LabelSelector {
     }
 }
 
-/// Several messages as one, as upstream's error aggregates print them.
-fn aggregate(mut messages: Vec<String>) -> String {
-    if messages.len() == 1 {
-        messages.remove(0)
+/// Several messages as one, as upstream's error aggregates print them: repeats dropped, and
+/// brackets around more than one.
+fn aggregate(messages: Vec<String>) -> String {
+    let mut unique: Vec<String> = Vec::with_capacity(messages.len());
+    for message in messages {
+        if !unique.contains(&message) {
+            unique.push(message);
+        }
+    }
+    if unique.len() == 1 {
+        unique.remove(0)
     } else {
-        format!("[{}]", messages.join(", "))
+        format!("[{}]", unique.join(", "))
     }
 }
 
@@ -1252,7 +1266,23 @@ mod tests {
         };
         assert_eq!(
             LabelSelector::from_api(&empty_in).unwrap_err().to_string(),
-            "values: Invalid value: []: for 'in', 'notin' operators, values set can't be empty"
+            "values: Invalid value: null: for 'in', 'notin' operators, values set can't be empty"
+        );
+    }
+
+    #[test]
+    fn requirement_errors_are_aggregated() {
+        let error = Requirement::new("a/b/c", Operator::Equals, Vec::new()).unwrap_err();
+        let message = error.to_string();
+        assert!(message.starts_with("[key: Invalid value: \"a/b/c\": a valid label key"));
+        assert!(message.ends_with(
+            ", values: Invalid value: null: exact-match compatibility requires one single value]"
+        ));
+        assert_eq!(
+            Requirement::new("a", Operator::Exists, vec!["x".into()])
+                .unwrap_err()
+                .to_string(),
+            "values: Invalid value: [\"x\"]: values set must be empty for exists and does not exist"
         );
     }
 
