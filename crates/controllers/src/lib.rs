@@ -30,11 +30,11 @@ pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 //pub mod executor;
-//pub mod garbage_collector;
+pub mod garbage_collector;
 pub mod meta;
 pub mod plan;
 pub mod replicaset;
-//pub mod scheduler;
+pub mod scheduler;
 pub mod statefulset;
 //mod wiring;
 
