@@ -61,6 +61,18 @@ async fn main() {
         );
     }
 
+    // The engine's own ceiling: the same 16 writers with no disk under them.
+    let store = Store::in_memory(StoreOptions::default());
+    let elapsed = concurrent_creates(&store, "/bench/create/", 16, 4_000).await;
+    let stats = store.stats();
+    println!(
+        "memory creates, 16 writers: 64000 in {:.2} s = {:>7.0} writes/s ({:.1} writes per commit)",
+        elapsed.as_secs_f64(),
+        64_000.0 / elapsed.as_secs_f64(),
+        stats.writes as f64 / stats.commits as f64,
+    );
+    drop(store);
+
     let store =
         Store::open_redb(&directory.path().join("list.redb"), StoreOptions::default()).unwrap();
     concurrent_creates(&store, "/bench/list/", 50, 200).await;
