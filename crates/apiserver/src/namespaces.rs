@@ -1,0 +1,151 @@
+//! Namespaces that exist from the start, and the clean-up of deleted ones.
+//!
+//! Deleting a namespace marks it `Terminating` (its `kubernetes` finalizer keeps it in the
+//! store). The cleaner then deletes everything in it through the same delete path clients use
+//! (so pods on a node still stop gracefully), and once nothing is left, drops the finalizer
+//! and removes the namespace. It runs when woken by a namespace delete, and every few seconds
+//! so that a clean-up interrupted by a restart resumes.
+
+use std::time::Duration;
+
+use hollow_store::Precondition;
+use hollow_types::{RESOURCES, ResourceInfo};
+use serde_json::{Value, json};
+
+use crate::State;
+use crate::error::{ApiError, ApiResult};
+use crate::filter::Filter;
+use crate::handlers::{DeleteOptions, delete_one, list_records};
+use crate::object::{self, deletion_encoder, stamping_encoder};
+use crate::request::ResourcePath;
+use crate::strategy;
+
+/// The namespaces a cluster has from the start.
+pub const DEFAULT_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+fn namespaces() -> &'static ResourceInfo {
+    ResourceInfo::find("", "namespaces").expect("namespaces are served")
+}
+
+/// Creates the default namespaces that are missing.
+pub async fn ensure_defaults(state: &State) -> ApiResult<()> {
+    for name in DEFAULT_NAMESPACES {
+        let key = namespaces().key(None, name);
+        if state.store.get(&key)?.is_some() {
+            continue;
+        }
+        let mut object =
+            json!({"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}});
+        strategy::prepare_for_create(namespaces(), &mut object, uuid::Uuid::new_v4().to_string());
+        match state.store.create(key, stamping_encoder(object)).await {
+            Ok(_) | Err(hollow_store::Error::AlreadyExists(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Runs forever: finishes the deletion of terminating namespaces.
+pub async fn run_cleaner(state: State) {
+    loop {
+        if let Err(error) = clean_once(&state).await {
+            tracing::warn!(%error, "namespace clean-up failed; will retry");
+        }
+        tokio::select! {
+            _ = state.namespace_deleted.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// One pass over every terminating namespace.
+pub async fn clean_once(state: &State) -> ApiResult<()> {
+    let listing = list_records(
+        state,
+        &namespaces().key_prefix(),
+        &Filter::default(),
+        None,
+        None,
+    )?;
+    for record in listing.records {
+        let namespace = object::from_record(&record)?;
+        if namespace.pointer("/metadata/deletionTimestamp").is_none() {
+            continue;
+        }
+        let name = object::name(&namespace).unwrap_or_default().to_string();
+        if delete_contents(state, &name).await? {
+            finish(state, &name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes what is in a namespace; true once it is empty.
+async fn delete_contents(state: &State, namespace: &str) -> ApiResult<bool> {
+    let mut empty = true;
+    let options = DeleteOptions::default();
+    for resource in RESOURCES.iter().filter(|resource| resource.is_namespaced()) {
+        let listing = list_records(
+            state,
+            &resource.namespace_prefix(Some(namespace)),
+            &Filter::default(),
+            None,
+            None,
+        )?;
+        for record in listing.records {
+            empty = false;
+            let object = object::from_record(&record)?;
+            if object.pointer("/metadata/deletionTimestamp").is_some() {
+                continue;
+            }
+            let path = ResourcePath {
+                resource,
+                namespace: Some(namespace.to_string()),
+                name: object::name(&object).map(str::to_string),
+                subresource: None,
+                legacy_watch: false,
+            };
+            match delete_one(state, &path, &options).await {
+                Ok(_) => {}
+                Err(error) if error.code == 404 => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(empty)
+}
+
+/// Drops the namespace's finalizer and removes it.
+async fn finish(state: &State, name: &str) -> ApiResult<()> {
+    let key = namespaces().key(None, name);
+    loop {
+        let Some(current) = state.store.get(&key)? else {
+            return Ok(());
+        };
+        let object = object::from_record(&current)?;
+        let other_finalizers = object
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|items| !items.is_empty());
+        let precondition = Precondition::ModRevision(current.mod_revision);
+        let outcome = if other_finalizers {
+            let mut finalized = object.clone();
+            finalized["spec"]["finalizers"] = json!([]);
+            state
+                .store
+                .update(key.clone(), precondition, stamping_encoder(finalized))
+                .await
+        } else {
+            state
+                .store
+                .delete(key.clone(), precondition, deletion_encoder())
+                .await
+        };
+        match outcome {
+            Ok(_) | Err(hollow_store::Error::NotFound(_)) => return Ok(()),
+            Err(hollow_store::Error::Conflict { .. }) => continue,
+            Err(error) => return Err(ApiError::from(error)),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Objects as the API server keeps them: whole JSON documents.
+//!
+//! The server stores exactly what the client sent (plus what the server sets), so fields it
+//! does not model — a user's `volumes:` or `securityContext:` — come back unchanged. Typed views
+//! (k8s-openapi) are used only to check a body's field types; the few fields the server reads
+//! or sets are reached through the helpers here.
+
+use bytes::Bytes;
+use hollow_store::{Encoder, Record, Revision};
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, ApiResult};
+
+/// The `metadata` map of an object, created if missing.
+pub fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
+    if !object.get("metadata").is_some_and(Value::is_object) {
+        object["metadata"] = Value::Object(Map::new());
+    }
+    object["metadata"]
+        .as_object_mut()
+        .expect("metadata was just made an object")
+}
+
+pub fn metadata_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
+    object.get("metadata")?.get(field)?.as_str()
+}
+
+pub fn name(object: &Value) -> Option<&str> {
+    metadata_str(object, "name").filter(|name| !name.is_empty())
+}
+
+pub fn labels(object: &Value) -> std::collections::BTreeMap<String, String> {
+    object
+        .get("metadata")
+        .and_then(|metadata| metadata.get("labels"))
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(key, value)| (key.clone(), value.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn finalizers(object: &Value) -> Vec<String> {
+    object
+        .get("metadata")
+        .and_then(|metadata| metadata.get("finalizers"))
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Looks up a dotted path such as `spec.nodeName` or `involvedObject.kind`.
+pub fn field<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .try_fold(object, |value, segment| value.get(segment))
+}
+
+/// A field as the string a field selector compares with.
+pub fn field_string(object: &Value, path: &str) -> Option<String> {
+    match field(object, path)? {
+        Value::String(text) => Some(text.clone()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Null => Some(String::new()),
+        _ => None,
+    }
+}
+
+/// Parses a stored value.
+pub fn decode(bytes: &[u8]) -> ApiResult<Value> {
+    serde_json::from_slice(bytes)
+        .map_err(|error| ApiError::internal(format!("stored object is not JSON: {error}")))
+}
+
+/// Reads the stored object of a record.
+pub fn from_record(record: &Record) -> ApiResult<Value> {
+    decode(&record.value)
+}
+
+/// An [`Encoder`] that stamps `metadata.resourceVersion` with the write's revision and stores
+/// the object as compact JSON.
+pub fn stamping_encoder(mut object: Value) -> Encoder {
+    Box::new(move |_current: Option<&Record>, revision: Revision| {
+        metadata_mut(&mut object).insert(
+            "resourceVersion".to_string(),
+            Value::String(revision.to_string()),
+        );
+        Bytes::from(serde_json::to_vec(&object).expect("a JSON value always serialises"))
+    })
+}
+
+/// An [`Encoder`] for a delete: the object's last state, stamped with the deletion revision,
+/// as kube-apiserver sends it in the `DELETED` event.
+pub fn deletion_encoder() -> Encoder {
+    Box::new(|current: Option<&Record>, revision: Revision| {
+        let Some(current) = current else {
+            return Bytes::new();
+        };
+        match serde_json::from_slice::<Value>(&current.value) {
+            Ok(mut object) => {
+                metadata_mut(&mut object).insert(
+                    "resourceVersion".to_string(),
+                    Value::String(revision.to_string()),
+                );
+                Bytes::from(serde_json::to_vec(&object).expect("a JSON value always serialises"))
+            }
+            Err(_) => current.value.clone(),
+        }
+    })
+}
+
+/// Current time as kube-apiserver writes timestamps (RFC 3339, seconds, `Z`).
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// A random suffix for `generateName`, from the alphabet Kubernetes uses (no vowels, no
+/// look-alike digits), so generated names never spell words.
+pub fn random_suffix(length: usize) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let more = uuid::Uuid::new_v4().into_bytes();
+    bytes
+        .iter()
+        .chain(more.iter())
+        .take(length)
+        .map(|byte| ALPHABET[*byte as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stamping_sets_the_revision_and_keeps_every_field() {
+        let object =
+            json!({"metadata":{"name":"a"},"spec":{"volumes":[{"name":"x","emptyDir":{}}]}});
+        let bytes = stamping_encoder(object)(None, 42);
+        let stored: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(stored["metadata"]["resourceVersion"], "42");
+        assert_eq!(stored["spec"]["volumes"][0]["emptyDir"], json!({}));
+    }
+
+    #[test]
+    fn fields_by_dotted_path() {
+        let pod = json!({"spec":{"nodeName":"n1"},"status":{"phase":"Running"}});
+        assert_eq!(field_string(&pod, "spec.nodeName").as_deref(), Some("n1"));
+        assert_eq!(field_string(&pod, "status.podIP"), None);
+    }
+
+    #[test]
+    fn suffixes_use_the_safe_alphabet() {
+        let suffix = random_suffix(5);
+        assert_eq!(suffix.len(), 5);
+        assert!(
+            suffix
+                .bytes()
+                .all(|byte| b"bcdfghjklmnpqrstvwxz2456789".contains(&byte))
+        );
+    }
+}
