@@ -206,7 +206,8 @@ impl Store {
             .range_matching(prefix, start_after, limit, filter)
     }
 
-    /// Queues `write` for the next group commit and waits until it is durable.
+    /// Queues `write` for the next group commit and waits until it is durable. Dropping the
+    /// returned future does not withdraw a write already queued.
     pub async fn write(&self, write: Write) -> Result<Event> {
         let (reply, response) = oneshot::channel();
         self.inner
@@ -405,6 +406,16 @@ impl Writer {
             }
             Err(error) => {
                 tracing::error!(%error, "store commit failed");
+                // A failed commit should change nothing, but if the engine's revision moved
+                // anyway, events are missing from the history: no watch may go on as if whole.
+                let known = self.counters.revision.load(Ordering::Acquire);
+                if let Ok(actual) = self.backend.current_revision()
+                    && actual != known
+                {
+                    tracing::error!(known, actual, "revision moved in a failed commit");
+                    self.counters.revision.store(actual, Ordering::Release);
+                    self.hub.restart_at(actual);
+                }
                 let message = error.to_string();
                 for reply in replies.drain(..) {
                     let _ = reply.send(Err(Error::Backend(message.clone())));
@@ -536,6 +547,22 @@ impl Hub {
             id,
             queue,
         })
+    }
+
+    /// Forgets the history and expires every watcher: events up to `revision` cannot be
+    /// replayed.
+    fn restart_at(&self, revision: Revision) {
+        let mut state = self.lock();
+        state.history.clear();
+        state.history_size = 0;
+        state.history_base = revision;
+        for subscriber in state.watchers.drain(..) {
+            let requested = subscriber.queue.lock().delivered;
+            subscriber.queue.finish(End::Expired {
+                requested,
+                oldest: revision,
+            });
+        }
     }
 
     fn unsubscribe(&self, id: u64) {
@@ -739,6 +766,80 @@ mod tests {
         assert_eq!(store.oldest_watchable_revision(), 7);
         let mut watch = store.watch("", 7).unwrap();
         assert_eq!(watch.next().await.unwrap().unwrap().revision, 8);
+    }
+
+    /// Fails every commit, after applying it to `inner` if `applies`.
+    struct FailingBackend {
+        inner: MemoryBackend,
+        applies: bool,
+    }
+
+    impl Backend for FailingBackend {
+        fn current_revision(&self) -> Result<Revision> {
+            self.inner.current_revision()
+        }
+        fn get(&self, key: &str) -> Result<Option<Record>> {
+            self.inner.get(key)
+        }
+        fn range_matching(
+            &self,
+            prefix: &str,
+            start_after: Option<&str>,
+            limit: Option<usize>,
+            filter: &mut dyn FnMut(&str, &[u8]) -> bool,
+        ) -> Result<Page> {
+            self.inner
+                .range_matching(prefix, start_after, limit, filter)
+        }
+        fn commit(&self, writes: Vec<Write>) -> Result<Vec<Result<Event>>> {
+            if self.applies {
+                self.inner.commit(writes)?;
+            }
+            Err(Error::Backend("injected commit failure".to_owned()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_clean_commit_failure_fails_the_writes_and_nothing_else() {
+        let backend = FailingBackend {
+            inner: MemoryBackend::new(),
+            applies: false,
+        };
+        let store = Store::new(Arc::new(backend), StoreOptions::default()).unwrap();
+        let mut watch = store.watch("", 0).unwrap();
+        let error = store.create("/a", constant("v")).await.unwrap_err();
+        assert!(matches!(error, Error::Backend(message) if message.contains("injected")));
+        assert_eq!(store.current_revision(), 0);
+        assert_eq!(store.stats().watchers, 1);
+        tokio::select! {
+            biased;
+            event = watch.next() => panic!("nothing was committed, got {event:?}"),
+            () = std::future::ready(()) => {}
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_failed_after_applying_expires_every_watch() {
+        let backend = FailingBackend {
+            inner: MemoryBackend::new(),
+            applies: true,
+        };
+        let store = Store::new(Arc::new(backend), StoreOptions::default()).unwrap();
+        let mut watch = store.watch("", 0).unwrap();
+        assert!(store.create("/a", constant("v")).await.is_err());
+        // The engine moved to revision 1 without an event for it: watchers must re-list.
+        assert_eq!(store.current_revision(), 1);
+        assert_eq!(store.oldest_watchable_revision(), 1);
+        assert!(matches!(
+            watch.next().await,
+            Some(Err(Error::Expired {
+                requested: 0,
+                oldest: 1
+            }))
+        ));
+        assert!(watch.next().await.is_none());
+        assert!(store.watch("", 0).is_err());
+        assert!(store.watch("", 1).is_ok());
     }
 
     #[tokio::test]
