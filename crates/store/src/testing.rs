@@ -31,7 +31,8 @@ pub type MakeStore<'a> = &'a dyn Fn(StoreOptions) -> Store;
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Generates one `#[tokio::test]` per conformance check, each building its stores with `$make`
-/// (an expression evaluating to a `Fn(StoreOptions) -> Store`, evaluated once per test).
+/// (an expression evaluating to a `Fn(StoreOptions) -> Store`, evaluated once per test). The
+/// calling crate needs `tokio` with the `macros`, `rt-multi-thread` and `time` features.
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
