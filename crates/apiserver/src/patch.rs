@@ -26,6 +26,15 @@ use crate::error::ApiError;
 /// kube-apiserver refuses JSON patches with more operations than this.
 pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
 
+/// How many bytes of JSON a patch's `copy` operations may add up to (kube-apiserver's
+/// default `JSONPatchMaxCopyBytes`); without it a few copies of the root double the object
+/// again and again.
+pub const MAX_JSON_PATCH_COPY_BYTES: usize = 3 * 1024 * 1024;
+
+/// The deepest nesting of objects and lists serde_json reads back. A JSON patch can build
+/// deeper documents than the body it came in; storing one would make the object unreadable.
+pub const MAX_NESTING_DEPTH: usize = 127;
+
 /// The patch dialect named by a PATCH request's `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatchType {
@@ -294,13 +303,19 @@ fn json_patch(document: &Value, operations: &[Value]) -> Result<Value, PatchErro
         )));
     }
     let mut patched = document.clone();
+    let mut copied_bytes = 0;
     for operation in operations {
-        apply_json_patch_operation(&mut patched, operation).map_err(PatchError::JsonPatchFailed)?;
+        apply_json_patch_operation(&mut patched, operation, &mut copied_bytes)
+            .map_err(PatchError::JsonPatchFailed)?;
     }
     Ok(patched)
 }
 
-fn apply_json_patch_operation(document: &mut Value, operation: &Value) -> Result<(), String> {
+fn apply_json_patch_operation(
+    document: &mut Value,
+    operation: &Value,
+    copied_bytes: &mut usize,
+) -> Result<(), String> {
     let text_field = |name: &str| -> Result<&str, String> {
         match operation.get(name) {
             Some(Value::String(text)) => Ok(text),
@@ -319,9 +334,17 @@ fn apply_json_patch_operation(document: &mut Value, operation: &Value) -> Result
     let path_text = text_field("path")?;
     let path = parse_pointer(path_text)?;
     match op {
-        "add" => pointer_add(document, &path, value_field(op)?.clone()),
+        "add" => {
+            let value = value_field(op)?;
+            check_depth(&path, value)?;
+            pointer_add(document, &path, value.clone())
+        }
         "remove" => pointer_remove(document, &path).map(drop),
-        "replace" => pointer_replace(document, &path, value_field(op)?.clone()),
+        "replace" => {
+            let value = value_field(op)?;
+            check_depth(&path, value)?;
+            pointer_replace(document, &path, value.clone())
+        }
         "move" => {
             let from_text = text_field("from")?;
             let from = parse_pointer(from_text)?;
@@ -336,16 +359,25 @@ fn apply_json_patch_operation(document: &mut Value, operation: &Value) -> Result
                     "cannot move {from_text:?} into one of its own children ({path_text:?})"
                 ));
             }
+            let value =
+                pointer_get(document, &from).ok_or_else(|| missing_path("move", from_text))?;
+            check_depth(&path, value)?;
             let value = pointer_remove(document, &from)?;
             pointer_add(document, &path, value)
         }
         "copy" => {
             let from_text = text_field("from")?;
             let from = parse_pointer(from_text)?;
-            let value = pointer_get(document, &from)
-                .cloned()
-                .ok_or_else(|| missing_path("copy", from_text))?;
-            pointer_add(document, &path, value)
+            let value =
+                pointer_get(document, &from).ok_or_else(|| missing_path("copy", from_text))?;
+            check_depth(&path, value)?;
+            *copied_bytes += serialized_size(value);
+            if *copied_bytes > MAX_JSON_PATCH_COPY_BYTES {
+                return Err(format!(
+                    "Unable to copy, accumulated size increase of {copied_bytes} exceeds the limit {MAX_JSON_PATCH_COPY_BYTES}"
+                ));
+            }
+            pointer_add(document, &path, value.clone())
         }
         "test" => {
             let expected = value_field(op)?;
@@ -359,6 +391,51 @@ fn apply_json_patch_operation(document: &mut Value, operation: &Value) -> Result
         }
         unknown => Err(format!("unknown JSON patch operation {unknown:?}")),
     }
+}
+
+/// Refuses to put `value` where the document would nest deeper than serde_json reads.
+fn check_depth(path: &[String], value: &Value) -> Result<(), String> {
+    let depth = path.len() + nesting_depth(value);
+    if depth > MAX_NESTING_DEPTH {
+        return Err(format!(
+            "the patched object would nest {depth} levels deep, more than {MAX_NESTING_DEPTH}"
+        ));
+    }
+    Ok(())
+}
+
+/// How many objects and lists deep `value` nests (a scalar is 0). Iterative, because the
+/// documents it guards against are the ones too deep to recurse through.
+fn nesting_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(value, 0)];
+    while let Some((node, depth)) = pending.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match node {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(fields) => Box::new(fields.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        pending.extend(children.map(|child| (child, depth + 1)));
+    }
+    deepest
+}
+
+fn serialized_size(value: &Value) -> usize {
+    struct ByteCounter(usize);
+    impl std::io::Write for ByteCounter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = ByteCounter(0);
+    // Writing a Value into an infallible writer cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 fn missing_path(op: &str, pointer: &str) -> String {
@@ -398,19 +475,33 @@ fn parse_pointer(pointer: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
-/// An array index token: decimal digits without leading zeros (RFC 6901).
-fn array_index(token: &str) -> Option<usize> {
-    let digits_only = !token.is_empty() && token.bytes().all(|byte| byte.is_ascii_digit());
-    if !digits_only || (token.len() > 1 && token.starts_with('0')) {
-        return None;
+/// The element of a list of `len` items an index token names. Like kube-apiserver's JSON
+/// patch library (and unlike RFC 6901) it reads the token as a signed integer, where a
+/// negative index counts from the end.
+fn array_index(token: &str, len: usize) -> Option<usize> {
+    let index: i64 = token.parse().ok()?;
+    let len = i64::try_from(len).ok()?;
+    let index = if index < 0 { index + len } else { index };
+    if (0..len).contains(&index) {
+        usize::try_from(index).ok()
+    } else {
+        None
     }
-    token.parse().ok()
+}
+
+/// Where an `add` inserts into a list of `len` items: `-` appends, and negative indices
+/// count from the end (`-1` also appends).
+fn insertion_index(token: &str, len: usize) -> Option<usize> {
+    if token == "-" {
+        return Some(len);
+    }
+    array_index(token, len + 1)
 }
 
 fn pointer_get<'a>(document: &'a Value, path: &[String]) -> Option<&'a Value> {
     path.iter().try_fold(document, |node, token| match node {
         Value::Object(fields) => fields.get(token),
-        Value::Array(items) => items.get(array_index(token)?),
+        Value::Array(items) => items.get(array_index(token, items.len())?),
         _ => None,
     })
 }
@@ -418,7 +509,10 @@ fn pointer_get<'a>(document: &'a Value, path: &[String]) -> Option<&'a Value> {
 fn pointer_get_mut<'a>(document: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
     path.iter().try_fold(document, |node, token| match node {
         Value::Object(fields) => fields.get_mut(token),
-        Value::Array(items) => items.get_mut(array_index(token)?),
+        Value::Array(items) => {
+            let index = array_index(token, items.len())?;
+            items.get_mut(index)
+        }
         _ => None,
     })
 }
@@ -454,22 +548,16 @@ fn pointer_add(document: &mut Value, path: &[String], value: Value) -> Result<()
             fields.insert(last.to_string(), value);
             Ok(())
         }
-        Value::Array(items) => {
-            if last == "-" {
-                items.push(value);
-                return Ok(());
+        Value::Array(items) => match insertion_index(last, items.len()) {
+            Some(index) => {
+                items.insert(index, value);
+                Ok(())
             }
-            match array_index(last) {
-                Some(index) if index <= items.len() => {
-                    items.insert(index, value);
-                    Ok(())
-                }
-                _ => Err(format!(
-                    "add operation does not apply: index {last:?} is out of bounds at {:?}",
-                    format_pointer(path)
-                )),
-            }
-        }
+            None => Err(format!(
+                "add operation does not apply: index {last:?} is out of bounds at {:?}",
+                format_pointer(path)
+            )),
+        },
         _ => Err(missing_path("add", &format_pointer(path))),
     }
 }
@@ -478,10 +566,7 @@ fn pointer_remove(document: &mut Value, path: &[String]) -> Result<Value, String
     let (parent, last) = pointer_parent(document, path, "remove")?;
     let removed = match parent {
         Value::Object(fields) => fields.remove(last),
-        Value::Array(items) => match array_index(last) {
-            Some(index) if index < items.len() => Some(items.remove(index)),
-            _ => None,
-        },
+        Value::Array(items) => array_index(last, items.len()).map(|index| items.remove(index)),
         _ => None,
     };
     removed.ok_or_else(|| missing_path("remove", &format_pointer(path)))
@@ -1553,6 +1638,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(replaced, json!({"new": 1}));
+        // As in kube-apiserver's JSON patch library, negative indices count from the end.
+        let negative = json_patch_of(
+            &json!({"list": [1, 2, 3]}),
+            json!([
+                {"op": "remove", "path": "/list/-1"},
+                {"op": "add", "path": "/list/-1", "value": 9},
+                {"op": "replace", "path": "/list/-3", "value": 0},
+                {"op": "add", "path": "/list/-4", "value": -1},
+            ]),
+        )
+        .unwrap();
+        assert_eq!(negative, json!({"list": [-1, 0, 2, 9]}));
         // Numbers compare by value.
         json_patch_of(
             &json!({"n": 1}),
@@ -1570,7 +1667,9 @@ mod tests {
             json!([{"op": "replace", "path": "/missing", "value": 1}]),
             json!([{"op": "add", "path": "/missing/child", "value": 1}]),
             json!([{"op": "add", "path": "/list/5", "value": 1}]),
-            json!([{"op": "add", "path": "/list/01", "value": 1}]),
+            json!([{"op": "add", "path": "/list/x", "value": 1}]),
+            json!([{"op": "add", "path": "/list/-3", "value": 1}]),
+            json!([{"op": "remove", "path": "/list/-2"}]),
             json!([{"op": "remove", "path": "/list/-"}]),
             json!([{"op": "add", "path": "metadata", "value": 1}]),
             json!([{"op": "add", "path": "/metadata/~2", "value": 1}]),
@@ -1596,6 +1695,51 @@ mod tests {
             let error = json_patch_of(&original, malformed.clone()).unwrap_err();
             assert!(matches!(error, PatchError::Malformed(_)), "{malformed}");
         }
+    }
+
+    #[test]
+    fn json_patch_cannot_build_unreadable_or_huge_documents() {
+        // Each step copies a subtree one level deeper; the result must stay readable.
+        let deep = |levels: usize| {
+            let mut value = json!(1);
+            for _ in 0..levels {
+                value = json!({"a": value});
+            }
+            value
+        };
+        // The innermost scalar sits inside 126 objects; replacing it with `{}` reaches the
+        // limit exactly.
+        let innermost = format!("/x{}", "/a".repeat(MAX_NESTING_DEPTH - 2));
+        let at_limit = json_patch_of(
+            &json!({"x": deep(MAX_NESTING_DEPTH - 2)}),
+            json!([{"op": "replace", "path": innermost, "value": {}}]),
+        )
+        .unwrap();
+        assert_eq!(nesting_depth(&at_limit), MAX_NESTING_DEPTH);
+        let bytes = serde_json::to_vec(&at_limit).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), at_limit);
+        let too_deep = json_patch_of(
+            &at_limit,
+            json!([{"op": "copy", "from": "/x", "path": "/x/a"}]),
+        )
+        .unwrap_err();
+        assert!(too_deep.to_string().contains("levels deep"), "{too_deep}");
+        assert_eq!(too_deep.code(), 422);
+
+        // Copies of the root double the object; the copy budget stops them.
+        let big = json!({"data": "x".repeat(1 << 20)});
+        let doubling: Vec<Value> = (0..4)
+            .map(|step| json!({"op": "copy", "from": "", "path": format!("/copy{step}")}))
+            .collect();
+        let error = json_patch_of(&big, Value::Array(doubling)).unwrap_err();
+        assert!(error.to_string().starts_with("Unable to copy"), "{error}");
+    }
+
+    #[test]
+    fn nesting_depth_counts_containers() {
+        assert_eq!(nesting_depth(&json!(1)), 0);
+        assert_eq!(nesting_depth(&json!({})), 1);
+        assert_eq!(nesting_depth(&json!({"a": [1, {"b": []}], "c": 2})), 4);
     }
 
     // -----------------------------------------------------------------------------------------
