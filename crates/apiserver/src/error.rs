@@ -126,16 +126,15 @@ impl ApiError {
                 })
             })
             .collect();
-        let summary: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        let summary = if summary.len() == 1 {
-            summary[0].clone()
+        let qualified_kind = if resource.group.is_empty() {
+            resource.kind.to_string()
         } else {
-            format!("[{}]", summary.join(", "))
+            format!("{}.{}", resource.kind, resource.group)
         };
         ApiError::new(
             422,
             "Invalid",
-            format!("{} \"{name}\" is invalid: {summary}", resource.kind),
+            hollow_types::validation::invalid_message(&qualified_kind, name, errors),
         )
         .with_details(json!({
             "name": name,

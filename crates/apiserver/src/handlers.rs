@@ -1061,35 +1061,14 @@ fn scale_of(resource: &ResourceInfo, object: &Value) -> Value {
     })
 }
 
-/// A `LabelSelector` object in its string form, as `Scale.status.selector` carries it.
+/// A `LabelSelector` object in its canonical string form, as `Scale.status.selector` carries it.
 fn selector_string(selector: &Value) -> String {
-    let mut terms: Vec<String> = Vec::new();
-    if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
-        for (key, value) in labels {
-            terms.push(format!("{key}={}", value.as_str().unwrap_or_default()));
-        }
-    }
-    if let Some(expressions) = selector.get("matchExpressions").and_then(Value::as_array) {
-        for expression in expressions {
-            let key = expression
-                .get("key")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let values: Vec<&str> = expression
-                .get("values")
-                .and_then(Value::as_array)
-                .map(|values| values.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            match expression.get("operator").and_then(Value::as_str) {
-                Some("In") => terms.push(format!("{key} in ({})", values.join(","))),
-                Some("NotIn") => terms.push(format!("{key} notin ({})", values.join(","))),
-                Some("Exists") => terms.push(key.to_string()),
-                Some("DoesNotExist") => terms.push(format!("!{key}")),
-                _ => {}
-            }
-        }
-    }
-    terms.join(",")
+    use hollow_types::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as ApiSelector;
+    serde_json::from_value::<ApiSelector>(selector.clone())
+        .ok()
+        .and_then(|selector| hollow_types::selector::LabelSelector::from_api(&selector).ok())
+        .map(|selector| selector.to_string())
+        .unwrap_or_default()
 }
 
 fn get_scale(state: &State, path: &ResourcePath) -> ApiResult<Reply> {

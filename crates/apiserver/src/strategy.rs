@@ -47,7 +47,8 @@ pub fn check_field_types(resource: &ResourceInfo, object: &Value) -> ApiResult<(
 /// The name rule kube-apiserver applies to each kind.
 fn name_rule(resource: &ResourceInfo) -> NameRule {
     match resource.kind {
-        "Namespace" | "Service" => NameRule::Dns1123Label,
+        "Namespace" => NameRule::Dns1123Label,
+        "Service" => NameRule::Dns1035Label,
         _ => NameRule::Dns1123Subdomain,
     }
 }
