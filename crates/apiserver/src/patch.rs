@@ -230,8 +230,22 @@ fn decode_json_object(body: &[u8]) -> Result<Map<String, Value>, PatchError> {
 fn decode_apply_body(body: &[u8]) -> Result<Map<String, Value>, PatchError> {
     let document: Value = match serde_json::from_slice(body) {
         Ok(document) => document,
-        Err(_) => serde_saphyr::from_slice(body)
-            .map_err(|error| PatchError::MalformedApply(error.to_string()))?,
+        Err(_) => {
+            // kube-apiserver reads YAML 1.1, where `defaultMode: 0644` is octal.
+            let options = serde_saphyr::options! { legacy_octal_numbers: true };
+            serde_saphyr::from_slice_with_options(body, options).map_err(|error| {
+                // The error renders a source snippet over several lines; a Status message
+                // wants the first one.
+                let message = error.to_string();
+                let first_line = message.lines().next().unwrap_or_default();
+                PatchError::MalformedApply(
+                    first_line
+                        .strip_prefix("error: ")
+                        .unwrap_or(first_line)
+                        .to_string(),
+                )
+            })?
+        }
     };
     match document {
         Value::Object(configuration) => Ok(configuration),
@@ -2270,6 +2284,23 @@ mod tests {
         let error =
             apply_patch("Service", &json!({}), PatchType::Apply, b"a: [unclosed").unwrap_err();
         assert_eq!(error.code(), 400);
+        assert_eq!(
+            error.to_string(),
+            "error decoding YAML: line 1 column 4: unclosed bracket '['"
+        );
+
+        // YAML 1.1 octal, as kube-apiserver reads it.
+        let modes = apply_patch(
+            "Pod",
+            &json!({}),
+            PatchType::Apply,
+            b"spec:\n  volumes:\n  - name: s\n    secret:\n      defaultMode: 0644\n",
+        )
+        .unwrap();
+        assert_eq!(
+            modes["spec"]["volumes"][0]["secret"]["defaultMode"],
+            json!(420)
+        );
     }
 
     #[test]
