@@ -302,6 +302,7 @@ pub fn reconcile(
             name: meta::name(&planned.replica_set.metadata).to_string(),
             uid: planned.replica_set.metadata.uid.clone(),
             propagation: None,
+            report_to: None,
         }));
 
     let status = compute_status(

@@ -602,6 +602,7 @@ pub fn reconcile_with(
             name: meta::name(&slice.metadata).to_string(),
             uid: slice.metadata.uid.clone(),
             propagation: None,
+            report_to: None,
         }));
     // Events accompany writes, so a steady Service produces an empty plan.
     if changes {

@@ -101,6 +101,7 @@ fn deletion(object: &GraphObject, propagation: Propagation) -> Deletion {
         name: meta::name(&object.metadata).to_string(),
         uid: object.metadata.uid.clone(),
         propagation: Some(propagation),
+        report_to: None,
     }
 }
 
@@ -281,6 +282,7 @@ mod tests {
                 name: "web-abc".into(),
                 uid: Some("uid-web-abc".into()),
                 propagation: Some(Propagation::Background),
+                report_to: None,
             }]
         );
         // Not confirmed (the owner exists after all): nothing happens.

@@ -29,17 +29,17 @@
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
-//pub mod executor;
+pub mod executor;
 pub mod garbage_collector;
 pub mod meta;
 pub mod plan;
 pub mod replicaset;
 pub mod scheduler;
 pub mod statefulset;
-//mod wiring;
+mod wiring;
 
 #[cfg(test)]
 mod fixtures;
 
 pub use plan::Plan;
-//pub use wiring::{Error, Options, run};
+pub use wiring::{Error, Options, run};

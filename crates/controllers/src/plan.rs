@@ -155,6 +155,31 @@ pub struct Deletion {
     pub uid: Option<String>,
     /// The propagation policy; `None` leaves the server's default.
     pub propagation: Option<Propagation>,
+    /// The controller to tell about the outcome with a `SuccessfulDelete` or
+    /// `FailedDelete` event (pods deleted by their ReplicaSet or StatefulSet).
+    pub report_to: Option<ObjectReference>,
+}
+
+impl Deletion {
+    /// The deletion of a pod by its controlling owner, reported to that owner.
+    pub fn of_pod(pod: &Pod) -> Deletion {
+        let report_to = crate::meta::controller_of(&pod.metadata).map(|owner| ObjectReference {
+            api_version: Some(owner.api_version.clone()),
+            kind: Some(owner.kind.clone()),
+            name: Some(owner.name.clone()),
+            uid: Some(owner.uid.clone()),
+            namespace: pod.metadata.namespace.clone(),
+            ..ObjectReference::default()
+        });
+        Deletion {
+            kind: Kind::Pod,
+            namespace: crate::meta::namespace(&pod.metadata).to_string(),
+            name: crate::meta::name(&pod.metadata).to_string(),
+            uid: pod.metadata.uid.clone(),
+            propagation: None,
+            report_to,
+        }
+    }
 }
 
 /// The severity of an event, as `kubectl describe` prints it.

@@ -122,13 +122,7 @@ pub fn reconcile(replica_set: &ReplicaSet, pods: &[Arc<Pod>], now: &Time) -> Pla
             let surplus = (active.len() - wanted).min(BURST_REPLICAS);
             active.sort_by_cached_key(|pod| deletion_rank(pod));
             plan.delete
-                .extend(active.iter().take(surplus).map(|pod| Deletion {
-                    kind: Kind::Pod,
-                    namespace: meta::namespace(&pod.metadata).to_string(),
-                    name: meta::name(&pod.metadata).to_string(),
-                    uid: pod.metadata.uid.clone(),
-                    propagation: None,
-                }));
+                .extend(active.iter().take(surplus).map(|pod| Deletion::of_pod(pod)));
         }
     }
 

@@ -104,13 +104,7 @@ pub fn new_pod(set: &StatefulSet, ordinal: i32, revision: &str) -> Pod {
 }
 
 fn delete_pod(pod: &Pod) -> Deletion {
-    Deletion {
-        kind: Kind::Pod,
-        namespace: meta::namespace(&pod.metadata).to_string(),
-        name: meta::name(&pod.metadata).to_string(),
-        uid: pod.metadata.uid.clone(),
-        propagation: None,
-    }
+    Deletion::of_pod(pod)
 }
 
 /// Plans one step for `set`. `pods` may hold any pods: only those the set controls
@@ -142,10 +136,9 @@ pub fn reconcile(
     for pod in pods.iter().map(|pod| pod.as_ref()) {
         if meta::namespace(&pod.metadata) == meta::namespace(&set.metadata)
             && meta::is_controlled_by(&pod.metadata, set_uid)
+            && let Some(ordinal) = ordinal_of(set_name, meta::name(&pod.metadata))
         {
-            if let Some(ordinal) = ordinal_of(set_name, meta::name(&pod.metadata)) {
-                members.insert(ordinal, pod);
-            }
+            members.insert(ordinal, pod);
         }
     }
 

@@ -1,0 +1,970 @@
+//! Runs the reconcilers on kube-rs's controller runtime against an API server.
+//!
+//! One watcher per kind feeds one reflector store ([`Stores`]) and fans its changes out
+//! to every controller that cares (the `Informer`s below). Each controller is a
+//! `kube::runtime::Controller` driven by those shared streams (`for_shared_stream`,
+//! `owns_shared_stream`, `watches_shared_stream`), which de-duplicates work per object
+//! and retries failures with back-off from `error_policy`. Reconcile functions read the
+//! stores, call the pure reconcilers and hand the plan to the [`Executor`].
+//!
+//! Caches lag writes. After a plan is applied, its writes become *expectations* of the
+//! controller key: until the stores have seen them (or a deadline passes), the key is
+//! not reconciled again, so a ReplicaSet never creates the same pod twice because its
+//! pod cache was a few milliseconds behind. (Kubernetes' controllers keep the same kind
+//! of bookkeeping.)
+//!
+//! The garbage collector is not a per-object controller: it walks the whole ownership
+//! graph, debounced, whenever any cached object changes, and confirms suspected missing
+//! owners with a live GET before deleting anything.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, PodSpec, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use crate::executor::{Executor, WriteError, Written};
+use crate::garbage_collector::{self, GraphObject};
+use crate::plan::{Kind, Plan};
+use crate::{deployment, endpoints, endpointslice, meta, replicaset, scheduler, statefulset};
+
+/// How the controllers run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// EndpointSlice settings (managed-by value, slice capacity).
+    pub endpoint_slices: endpointslice::Settings,
+    /// The event source name.
+    pub component: String,
+    /// Reconciles in flight per controller.
+    pub concurrency: u16,
+    /// Every object is reconciled again after this long, as a safety net.
+    pub resync: Duration,
+    /// How long the garbage collector waits for a burst of changes to settle.
+    pub collector_debounce: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            endpoint_slices: endpointslice::Settings::default(),
+            component: "hollow-controllers".to_string(),
+            concurrency: 16,
+            resync: Duration::from_secs(300),
+            collector_debounce: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Why the controllers stopped or a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A write of a plan failed; the object is retried with back-off.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// A store's watcher went away before its first list completed.
+    #[error("the {0} cache stopped before its first list completed")]
+    CacheNeverSynced(&'static str),
+    /// A live lookup (garbage collector owner check) failed.
+    #[error("looking up {kind:?} {namespace}/{name}: {source}")]
+    Lookup {
+        /// The kind looked up.
+        kind: Kind,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Back-off after failures: 100 ms doubling up to a minute.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1u64 << failures.min(10)))
+        .min(Duration::from_secs(60))
+}
+
+/// How long to wait for the caches to show our own writes before reconciling anyway.
+const EXPECTATION_DEADLINE: Duration = Duration::from_secs(30);
+/// How soon to look again when the caches have not caught up yet.
+const EXPECTATION_RECHECK: Duration = Duration::from_millis(50);
+
+// ---------------------------------------------------------------------------------------
+// Informers: one watch per kind, a store, and a fan-out of changed objects.
+
+/// The subscribers of one kind's changes.
+struct Hub<K> {
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>,
+}
+
+impl<K> Hub<K> {
+    fn new() -> Arc<Self> {
+        Arc::new(Hub {
+            subscribers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A stream of every object of the kind that changes (or disappears) from now on.
+    fn subscribe(&self) -> mpsc::UnboundedReceiver<Arc<K>> {
+        let (sender, receiver) = mpsc::unbounded();
+        self.subscribers.lock().expect("hub lock").push(sender);
+        receiver
+    }
+
+    fn send(&self, object: &Arc<K>) {
+        self.subscribers
+            .lock()
+            .expect("hub lock")
+            .retain(|subscriber| subscriber.unbounded_send(object.clone()).is_ok());
+    }
+}
+
+/// Watches one kind into `writer`, publishing every change to `hub`. After a (re)list
+/// it publishes every object, plus those that vanished while the watch was down, so
+/// no deletion goes unnoticed.
+async fn drive<K>(api: Api<K>, writer: reflector::store::Writer<K>, hub: Arc<Hub<K>>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let reader = writer.as_reader();
+    let mut before_relist: Vec<Arc<K>> = Vec::new();
+    let events = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    );
+    let mut events = pin!(events);
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
+                hub.send(&Arc::new(object))
+            }
+            Ok(watcher::Event::Init) => before_relist = reader.state(),
+            Ok(watcher::Event::InitApply(_)) => {}
+            Ok(watcher::Event::InitDone) => {
+                let now: Vec<Arc<K>> = reader.state();
+                let present: HashSet<ObjectRef<K>> = now
+                    .iter()
+                    .map(|object| ObjectRef::from_obj(object.as_ref()))
+                    .collect();
+                for object in &now {
+                    hub.send(object);
+                }
+                for object in before_relist.drain(..) {
+                    if !present.contains(&ObjectRef::from_obj(object.as_ref())) {
+                        hub.send(&object);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(kind = K::kind(&()).as_ref(), %error, "watch failed; retrying")
+            }
+        }
+    }
+}
+
+struct Informer<K: Resource<DynamicType = ()> + 'static>
+where
+    K: Clone,
+{
+    store: Store<K>,
+    hub: Arc<Hub<K>>,
+    writer: Option<reflector::store::Writer<K>>,
+}
+
+impl<K> Informer<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    fn new() -> Self {
+        let (store, writer) = reflector::store();
+        Informer {
+            store,
+            hub: Hub::new(),
+            writer: Some(writer),
+        }
+    }
+
+    fn start(&mut self, api: Api<K>, tasks: &mut Vec<tokio::task::JoinHandle<()>>) {
+        if let Some(writer) = self.writer.take() {
+            tasks.push(tokio::spawn(drive(api, writer, self.hub.clone())));
+        }
+    }
+}
+
+/// The caches every controller reads.
+#[derive(Clone)]
+pub struct Stores {
+    /// Pods.
+    pub pods: Store<Pod>,
+    /// Services.
+    pub services: Store<Service>,
+    /// EndpointSlices.
+    pub slices: Store<EndpointSlice>,
+    /// Endpoints.
+    pub endpoints: Store<Endpoints>,
+    /// ReplicaSets.
+    pub replica_sets: Store<ReplicaSet>,
+    /// Deployments.
+    pub deployments: Store<Deployment>,
+    /// StatefulSets.
+    pub stateful_sets: Store<StatefulSet>,
+    /// Nodes.
+    pub nodes: Store<Node>,
+}
+
+fn lookup<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
+}
+
+fn in_namespace<K: Resource<DynamicType = ()> + Clone + 'static>(
+    store: &Store<K>,
+    namespace: &str,
+) -> Vec<Arc<K>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|object| object.meta().namespace.as_deref() == Some(namespace))
+        .collect()
+}
+
+impl Stores {
+    fn metadata_of(&self, kind: Kind, namespace: &str, name: &str) -> Option<ObjectMeta> {
+        fn get<K: Resource<DynamicType = ()> + Clone + 'static>(
+            store: &Store<K>,
+            namespace: &str,
+            name: &str,
+        ) -> Option<ObjectMeta> {
+            lookup(store, namespace, name).map(|object| object.meta().clone())
+        }
+        match kind {
+            Kind::Pod => get(&self.pods, namespace, name),
+            Kind::Service => get(&self.services, namespace, name),
+            Kind::Endpoints => get(&self.endpoints, namespace, name),
+            Kind::EndpointSlice => get(&self.slices, namespace, name),
+            Kind::ReplicaSet => get(&self.replica_sets, namespace, name),
+            Kind::Deployment => get(&self.deployments, namespace, name),
+            Kind::StatefulSet => get(&self.stateful_sets, namespace, name),
+        }
+    }
+
+    /// Whether the caches already reflect a write.
+    fn reflects(&self, written: &Written) -> bool {
+        match written {
+            Written::Present {
+                kind,
+                namespace,
+                name,
+                resource_version,
+            } => {
+                let Some(wanted) = resource_version else {
+                    return true;
+                };
+                self.metadata_of(*kind, namespace, name)
+                    .and_then(|metadata| metadata.resource_version)
+                    .is_some_and(|seen| match (seen.parse::<u64>(), wanted.parse::<u64>()) {
+                        (Ok(seen), Ok(wanted)) => seen >= wanted,
+                        _ => seen == *wanted,
+                    })
+            }
+            Written::Absent {
+                kind,
+                namespace,
+                name,
+                uid,
+            } => match self.metadata_of(*kind, namespace, name) {
+                None => true,
+                Some(metadata) => metadata.uid != *uid || metadata.deletion_timestamp.is_some(),
+            },
+        }
+    }
+
+    /// Metadata of every cached object, as the garbage collector's graph.
+    fn graph(&self) -> Vec<GraphObject> {
+        fn add<K: Resource<DynamicType = ()> + Clone + 'static>(
+            graph: &mut Vec<GraphObject>,
+            kind: Kind,
+            store: &Store<K>,
+        ) {
+            graph.extend(store.state().iter().map(|object| GraphObject {
+                kind,
+                metadata: object.meta().clone(),
+            }));
+        }
+        let mut graph = Vec::new();
+        add(&mut graph, Kind::Pod, &self.pods);
+        add(&mut graph, Kind::Service, &self.services);
+        add(&mut graph, Kind::Endpoints, &self.endpoints);
+        add(&mut graph, Kind::EndpointSlice, &self.slices);
+        add(&mut graph, Kind::ReplicaSet, &self.replica_sets);
+        add(&mut graph, Kind::Deployment, &self.deployments);
+        add(&mut graph, Kind::StatefulSet, &self.stateful_sets);
+        graph
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared controller context.
+
+struct Context {
+    stores: Stores,
+    executor: Executor,
+    options: Options,
+    /// Writes each controller key waits to see in the caches, with a deadline.
+    expectations: Mutex<HashMap<String, (Instant, Vec<Written>)>>,
+    /// Consecutive failures per controller key, for back-off.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Bindings made but not yet seen in the pod cache: pod key → node.
+    assumed_bindings: Mutex<HashMap<String, String>>,
+}
+
+fn key_of<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        meta::namespace(object.meta()),
+        meta::name(object.meta())
+    )
+}
+
+impl Context {
+    fn caches_caught_up(&self, key: &str) -> bool {
+        let mut expectations = self.expectations.lock().expect("expectations lock");
+        let Some((deadline, pending)) = expectations.get_mut(key) else {
+            return true;
+        };
+        pending.retain(|written| !self.stores.reflects(written));
+        if pending.is_empty() || Instant::now() >= *deadline {
+            expectations.remove(key);
+            return true;
+        }
+        false
+    }
+
+    /// Applies `plan` for `key`, remembering its writes as expectations.
+    async fn apply(&self, key: String, plan: Plan) -> Result<Action, Error> {
+        if plan.is_empty() {
+            self.failures.lock().expect("failures lock").remove(&key);
+            return Ok(Action::requeue(self.options.resync));
+        }
+        let applied = self.executor.apply(plan).await;
+        if !applied.written.is_empty() {
+            self.expectations.lock().expect("expectations lock").insert(
+                key.clone(),
+                (Instant::now() + EXPECTATION_DEADLINE, applied.written),
+            );
+        }
+        match applied.error {
+            Some(error) => Err(error.into()),
+            None => {
+                self.failures.lock().expect("failures lock").remove(&key);
+                Ok(Action::requeue(self.options.resync))
+            }
+        }
+    }
+}
+
+fn error_policy<K: Resource<DynamicType = ()>>(
+    object: Arc<K>,
+    error: &Error,
+    context: Arc<Context>,
+) -> Action {
+    let key = key_of(object.as_ref());
+    let failures = {
+        let mut failures = context.failures.lock().expect("failures lock");
+        let count = failures.entry(key.clone()).or_default();
+        *count = count.saturating_add(1);
+        *count
+    };
+    tracing::debug!(%key, %error, failures, "reconcile failed; backing off");
+    Action::requeue(backoff(failures))
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+// ---------------------------------------------------------------------------------------
+// Reconcilers: read the stores, plan, apply.
+
+async fn reconcile_service(service: Arc<Service>, context: Arc<Context>) -> Result<Action, Error> {
+    let key = key_of(service.as_ref());
+    if !context.caches_caught_up(&key) {
+        return Ok(Action::requeue(EXPECTATION_RECHECK));
+    }
+    let namespace = meta::namespace(&service.metadata);
+    let name = meta::name(&service.metadata);
+    let pods = in_namespace(&context.stores.pods, namespace);
+    let slices: Vec<Arc<EndpointSlice>> = in_namespace(&context.stores.slices, namespace)
+        .into_iter()
+        .filter(|slice| {
+            meta::labels(&slice.metadata)
+                .get(endpointslice::SERVICE_NAME_LABEL)
+                .map(String::as_str)
+                == Some(name)
+        })
+        .collect();
+    let existing_endpoints = lookup(&context.stores.endpoints, namespace, name);
+    let mut plan =
+        endpointslice::reconcile_with(&context.options.endpoint_slices, &service, &pods, &slices);
+    plan.extend(endpoints::reconcile(
+        &service,
+        &pods,
+        existing_endpoints.as_deref(),
+    ));
+    context.apply(key, plan).await
+}
+
+async fn reconcile_stateful_set(
+    set: Arc<StatefulSet>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let key = key_of(set.as_ref());
+    if !context.caches_caught_up(&key) {
+        return Ok(Action::requeue(EXPECTATION_RECHECK));
+    }
+    let namespace = meta::namespace(&set.metadata);
+    let pods = in_namespace(&context.stores.pods, namespace);
+    let service_name = set.spec.service_name.as_deref().unwrap_or_default();
+    let service = lookup(&context.stores.services, namespace, service_name);
+    let plan = statefulset::reconcile(&set, &pods, service.as_deref());
+    context.apply(key, plan).await
+}
+
+async fn reconcile_replica_set(
+    replica_set: Arc<ReplicaSet>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let key = key_of(replica_set.as_ref());
+    if !context.caches_caught_up(&key) {
+        return Ok(Action::requeue(EXPECTATION_RECHECK));
+    }
+    let pods = in_namespace(&context.stores.pods, meta::namespace(&replica_set.metadata));
+    let plan = replicaset::reconcile(&replica_set, &pods, &now());
+    let min_ready = replica_set.spec.min_ready_seconds.unwrap_or(0);
+    let action = context.apply(key, plan).await?;
+    // Availability after minReadySeconds changes without any event: look again then.
+    if min_ready > 0 {
+        return Ok(Action::requeue(Duration::from_secs(
+            u64::try_from(min_ready).unwrap_or(1),
+        )));
+    }
+    Ok(action)
+}
+
+async fn reconcile_deployment(
+    deployment: Arc<Deployment>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let key = key_of(deployment.as_ref());
+    if !context.caches_caught_up(&key) {
+        return Ok(Action::requeue(EXPECTATION_RECHECK));
+    }
+    let namespace = meta::namespace(&deployment.metadata);
+    let replica_sets = in_namespace(&context.stores.replica_sets, namespace);
+    let pods = in_namespace(&context.stores.pods, namespace);
+    let plan = deployment::reconcile(&deployment, &replica_sets, &pods, &now());
+    context.apply(key, plan).await
+}
+
+async fn reconcile_pod_scheduling(pod: Arc<Pod>, context: Arc<Context>) -> Result<Action, Error> {
+    let key = key_of(pod.as_ref());
+    if !scheduler::needs_scheduling(&pod) {
+        context
+            .assumed_bindings
+            .lock()
+            .expect("assumed bindings lock")
+            .remove(&key);
+        return Ok(Action::await_change());
+    }
+    if context
+        .assumed_bindings
+        .lock()
+        .expect("assumed bindings lock")
+        .contains_key(&key)
+    {
+        // Bound already; the cache has not caught up.
+        return Ok(Action::requeue(EXPECTATION_RECHECK));
+    }
+    let nodes = context.stores.nodes.state();
+    let plan = {
+        let mut assumed = context
+            .assumed_bindings
+            .lock()
+            .expect("assumed bindings lock");
+        let mut pods = context.stores.pods.state();
+        // Count bindings the cache does not show yet, so a burst spreads over the nodes.
+        pods.extend(assumed.values().map(|node| {
+            Arc::new(Pod {
+                spec: Some(PodSpec {
+                    node_name: Some(node.clone()),
+                    ..PodSpec::default()
+                }),
+                ..Pod::default()
+            })
+        }));
+        let plan = scheduler::reconcile(&pod, &nodes, &pods, &now());
+        if let Some(crate::plan::Object::Binding(binding)) = plan.create.first() {
+            assumed.insert(key.clone(), binding.target.name.clone().unwrap_or_default());
+        }
+        plan
+    };
+    let binding = !plan.create.is_empty();
+    let result = context.apply(key.clone(), plan).await;
+    if binding && result.is_err() {
+        context
+            .assumed_bindings
+            .lock()
+            .expect("assumed bindings lock")
+            .remove(&key);
+    }
+    // The binding is only visible as a pod update; do not wait on expectations for it.
+    context
+        .expectations
+        .lock()
+        .expect("expectations lock")
+        .remove(&key);
+    result.map(|_| Action::await_change())
+}
+
+// ---------------------------------------------------------------------------------------
+// Garbage collector.
+
+async fn owner_exists(
+    client: &Client,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<bool, Error> {
+    async fn get<K>(
+        client: &Client,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ObjectMeta>, kube::Error>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let api: Api<K> = Api::namespaced(client.clone(), namespace);
+        Ok(api.get_opt(name).await?.map(|object| object.meta().clone()))
+    }
+    let found = match kind {
+        Kind::Pod => get::<Pod>(client, namespace, name).await,
+        Kind::Service => get::<Service>(client, namespace, name).await,
+        Kind::Endpoints => get::<Endpoints>(client, namespace, name).await,
+        Kind::EndpointSlice => get::<EndpointSlice>(client, namespace, name).await,
+        Kind::ReplicaSet => get::<ReplicaSet>(client, namespace, name).await,
+        Kind::Deployment => get::<Deployment>(client, namespace, name).await,
+        Kind::StatefulSet => get::<StatefulSet>(client, namespace, name).await,
+    }
+    .map_err(|source| Error::Lookup {
+        kind,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        source,
+    })?;
+    Ok(found.is_some_and(|metadata| metadata.uid.as_deref() == Some(uid)))
+}
+
+async fn collect_garbage(context: &Context) -> Result<(), Error> {
+    let collection = garbage_collector::collect(&context.stores.graph());
+    let mut first_error = context
+        .executor
+        .apply(collection.plan)
+        .await
+        .error
+        .map(Error::from);
+    for dangling in collection.dangling {
+        let namespace = meta::namespace(&dangling.object.metadata).to_string();
+        let mut confirmed = Vec::new();
+        for reference in &dangling.missing {
+            let Some(kind) = Kind::from_reference(&reference.api_version, &reference.kind) else {
+                continue;
+            };
+            match owner_exists(
+                context.executor.client(),
+                kind,
+                &namespace,
+                &reference.name,
+                &reference.uid,
+            )
+            .await
+            {
+                Ok(false) => confirmed.push(reference.uid.clone()),
+                Ok(true) => {}
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        let plan = garbage_collector::resolve_dangling(&dangling, &confirmed);
+        if let Some(error) = context.executor.apply(plan).await.error {
+            first_error.get_or_insert(error.into());
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn run_garbage_collector(
+    context: Arc<Context>,
+    triggers: impl Stream<Item = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let mut triggers = pin!(triggers);
+    let mut shutdown = pin!(shutdown);
+    let mut failures = 0u32;
+    loop {
+        let wait = if failures > 0 {
+            backoff(failures)
+        } else {
+            context.options.resync
+        };
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = triggers.next() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        // Let a burst of changes (a Deployment's pods going away) settle into one pass.
+        tokio::time::sleep(context.options.collector_debounce).await;
+        while let Some(Some(())) = triggers.next().now_or_never() {}
+        match collect_garbage(&context).await {
+            Ok(()) => failures = 0,
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                tracing::debug!(%error, failures, "garbage collection pass failed");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Entry point.
+
+fn unit<K>(
+    stream: impl Stream<Item = Arc<K>> + Send + 'static,
+) -> futures::stream::BoxStream<'static, ()> {
+    stream.map(|_| ()).boxed()
+}
+
+fn log_results<K, E: std::fmt::Display>(
+    name: &'static str,
+) -> impl FnMut(Result<(ObjectRef<K>, Action), E>) -> std::future::Ready<()>
+where
+    K: Resource<DynamicType = ()>,
+{
+    move |result| {
+        if let Err(error) = result {
+            tracing::debug!(controller = name, %error, "reconcile did not run");
+        }
+        std::future::ready(())
+    }
+}
+
+fn namespaced_api<K>(client: &Client) -> Api<K>
+where
+    K: Resource<DynamicType = ()>,
+{
+    Api::all(client.clone())
+}
+
+/// Runs every controller (EndpointSlices and Endpoints, StatefulSets, ReplicaSets,
+/// Deployments, the scheduler and the garbage collector) until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let shutdown = shutdown.shared();
+    let mut tasks = Vec::new();
+    let mut pods = Informer::<Pod>::new();
+    let mut services = Informer::<Service>::new();
+    let mut slices = Informer::<EndpointSlice>::new();
+    let mut endpoints_informer = Informer::<Endpoints>::new();
+    let mut replica_sets = Informer::<ReplicaSet>::new();
+    let mut deployments = Informer::<Deployment>::new();
+    let mut stateful_sets = Informer::<StatefulSet>::new();
+    let mut nodes = Informer::<Node>::new();
+    let stores = Stores {
+        pods: pods.store.clone(),
+        services: services.store.clone(),
+        slices: slices.store.clone(),
+        endpoints: endpoints_informer.store.clone(),
+        replica_sets: replica_sets.store.clone(),
+        deployments: deployments.store.clone(),
+        stateful_sets: stateful_sets.store.clone(),
+        nodes: nodes.store.clone(),
+    };
+    let context = Arc::new(Context {
+        stores: stores.clone(),
+        executor: Executor::new(client.clone(), options.component.clone()),
+        options: options.clone(),
+        expectations: Mutex::new(HashMap::new()),
+        failures: Mutex::new(HashMap::new()),
+        assumed_bindings: Mutex::new(HashMap::new()),
+    });
+    let config = ControllerConfig::default().concurrency(options.concurrency);
+
+    // Subscribe before the watches start, so nothing is missed.
+    let pod_to_services = {
+        let services_store = stores.services.clone();
+        let pods_store = stores.pods.clone();
+        // Remembering the previous match means a pod whose labels changed also triggers
+        // the Services that selected it before.
+        let previous: Mutex<HashMap<ObjectRef<Pod>, Vec<ObjectRef<Service>>>> =
+            Mutex::new(HashMap::new());
+        move |pod: Arc<Pod>| {
+            let namespace = meta::namespace(&pod.metadata);
+            let current: Vec<ObjectRef<Service>> = services_store
+                .state()
+                .iter()
+                .filter(|service| meta::namespace(&service.metadata) == namespace)
+                .filter(|service| {
+                    endpointslice::managed_selector(service).is_some_and(|selector| {
+                        meta::service_selector_matches(selector, meta::labels(&pod.metadata))
+                    })
+                })
+                .map(|service| ObjectRef::from_obj(service.as_ref()))
+                .collect();
+            let pod_ref = ObjectRef::from_obj(pod.as_ref());
+            let mut previous = previous.lock().expect("pod mapping lock");
+            let mut targets = previous.remove(&pod_ref).unwrap_or_default();
+            if pods_store.get(&pod_ref).is_some() {
+                previous.insert(pod_ref, current.clone());
+            }
+            for service in current {
+                if !targets.contains(&service) {
+                    targets.push(service);
+                }
+            }
+            targets
+        }
+    };
+    let endpoint_slice_controller =
+        Controller::for_shared_stream(services.hub.subscribe(), stores.services.clone())
+            .owns_shared_stream(slices.hub.subscribe())
+            .owns_shared_stream(endpoints_informer.hub.subscribe())
+            .watches_shared_stream(pods.hub.subscribe(), pod_to_services)
+            .with_config(config.clone())
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile_service, error_policy, context.clone())
+            .for_each(log_results("endpointslice"));
+
+    let stateful_set_controller =
+        Controller::for_shared_stream(stateful_sets.hub.subscribe(), stores.stateful_sets.clone())
+            .owns_shared_stream(pods.hub.subscribe())
+            .with_config(config.clone())
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile_stateful_set, error_policy, context.clone())
+            .for_each(log_results("statefulset"));
+
+    let replica_set_controller =
+        Controller::for_shared_stream(replica_sets.hub.subscribe(), stores.replica_sets.clone())
+            .owns_shared_stream(pods.hub.subscribe())
+            .with_config(config.clone())
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile_replica_set, error_policy, context.clone())
+            .for_each(log_results("replicaset"));
+
+    let pod_to_deployment = {
+        let replica_sets_store = stores.replica_sets.clone();
+        move |pod: Arc<Pod>| {
+            let owner =
+                meta::controller_of(&pod.metadata).filter(|owner| owner.kind == "ReplicaSet")?;
+            let replica_set = lookup(
+                &replica_sets_store,
+                meta::namespace(&pod.metadata),
+                &owner.name,
+            )?;
+            let deployment = meta::controller_of(&replica_set.metadata)
+                .filter(|owner| owner.kind == "Deployment")?;
+            Some(
+                ObjectRef::<Deployment>::new(&deployment.name)
+                    .within(meta::namespace(&pod.metadata)),
+            )
+        }
+    };
+    let deployment_controller =
+        Controller::for_shared_stream(deployments.hub.subscribe(), stores.deployments.clone())
+            .owns_shared_stream(replica_sets.hub.subscribe())
+            .watches_shared_stream(pods.hub.subscribe(), pod_to_deployment)
+            .with_config(config.clone())
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile_deployment, error_policy, context.clone())
+            .for_each(log_results("deployment"));
+
+    let node_to_pending_pods = {
+        let pods_store = stores.pods.clone();
+        move |_node: Arc<Node>| {
+            pods_store
+                .state()
+                .iter()
+                .filter(|pod| scheduler::needs_scheduling(pod))
+                .map(|pod| ObjectRef::from_obj(pod.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let scheduler_controller =
+        Controller::for_shared_stream(pods.hub.subscribe(), stores.pods.clone())
+            .watches_shared_stream(nodes.hub.subscribe(), node_to_pending_pods)
+            .with_config(config.clone())
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile_pod_scheduling, error_policy, context.clone())
+            .for_each(log_results("scheduler"));
+
+    let collector_triggers = futures::stream::select_all([
+        unit(pods.hub.subscribe()),
+        unit(services.hub.subscribe()),
+        unit(slices.hub.subscribe()),
+        unit(endpoints_informer.hub.subscribe()),
+        unit(replica_sets.hub.subscribe()),
+        unit(deployments.hub.subscribe()),
+        unit(stateful_sets.hub.subscribe()),
+    ]);
+
+    pods.start(namespaced_api(&client), &mut tasks);
+    services.start(namespaced_api(&client), &mut tasks);
+    slices.start(namespaced_api(&client), &mut tasks);
+    endpoints_informer.start(namespaced_api(&client), &mut tasks);
+    replica_sets.start(namespaced_api(&client), &mut tasks);
+    deployments.start(namespaced_api(&client), &mut tasks);
+    stateful_sets.start(namespaced_api(&client), &mut tasks);
+    nodes.start(namespaced_api(&client), &mut tasks);
+
+    let synced = async {
+        let waits: [(&'static str, futures::future::BoxFuture<'_, bool>); 8] = [
+            (
+                "pod",
+                stores
+                    .pods
+                    .wait_until_ready()
+                    .map(|result| result.is_ok())
+                    .boxed(),
+            ),
+            (
+                "service",
+                stores
+                    .services
+                    .wait_until_ready()
+                    .map(|result| result.is_ok())
+                    .boxed(),
+            ),
+            (
+                "endpointslice",
+                stores
+                    .slices
+                    .wait_until_ready()
+                    .map(|result| result.is_ok())
+                    .boxed(),
+            ),
+            (
+                "endpoints",
+                stores
+                    .endpoints
+                    .wait_until_ready()
+                    .map(|result| result.is_ok())
+                    .boxed(),
+            ),
+            (
+                "replicaset",
+                stores
+                    .replica_sets
+                    .wait_until_ready()
+                    .map(|result| result.is_ok())
+                    .boxed(),
+            ),
+            (
+                "deployment",
+                stores
+                    .deployments
+                    .wait_until_ready()
+                    .map(|result| result.is_ok())
+                    .boxed(),
+            ),
+            (
+                "statefulset",
+                stores
+                    .stateful_sets
+                    .wait_until_ready()
+                    .map(|result| result.is_ok())
+                    .boxed(),
+            ),
+            (
+                "node",
+                stores
+                    .nodes
+                    .wait_until_ready()
+                    .map(|result| result.is_ok())
+                    .boxed(),
+            ),
+        ];
+        for (name, wait) in waits {
+            if !wait.await {
+                return Err(Error::CacheNeverSynced(name));
+            }
+        }
+        Ok(())
+    };
+    let outcome = tokio::select! {
+        result = synced => result,
+        () = shutdown.clone() => Ok(()),
+    };
+    if outcome.is_ok() && shutdown.clone().now_or_never().is_none() {
+        tracing::info!("caches synced; controllers running");
+        tokio::join!(
+            endpoint_slice_controller,
+            stateful_set_controller,
+            replica_set_controller,
+            deployment_controller,
+            scheduler_controller,
+            run_garbage_collector(context.clone(), collector_triggers, shutdown.clone()),
+        );
+    }
+    for task in tasks {
+        task.abort();
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert_eq!(backoff(3), Duration::from_millis(800));
+        assert_eq!(backoff(30), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn keys_name_kind_namespace_and_name() {
+        let pod = Pod {
+            metadata: crate::fixtures::metadata("web-0"),
+            ..Pod::default()
+        };
+        assert_eq!(key_of(&pod), "Pod/default/web-0");
+    }
+}
