@@ -279,7 +279,11 @@ impl Store {
     }
 
     /// Every event after revision `after` whose key starts with `prefix`, in revision order:
-    /// first those still in the history, then live ones.
+    /// first those still in the history, then live ones, with no gap or repeat between them.
+    ///
+    /// `after` below [`Store::oldest_watchable_revision`] fails with [`Error::Expired`]; the
+    /// caller lists again and watches from the list's revision. `after` above the current
+    /// revision is accepted: events up to it are skipped.
     pub fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
         self.inner.hub.subscribe(&self.inner.hub, prefix, after)
     }
