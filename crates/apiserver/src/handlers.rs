@@ -73,6 +73,7 @@ pub async fn handle(
         (&Method::GET, true, Some("status")) => get(state, path, format),
         (&Method::PUT, true, Some("status")) => update(state, path, query, headers, body).await,
         (&Method::PATCH, true, Some("status")) => patch(state, path, query, headers, body).await,
+        (&Method::POST, true, Some("binding")) => bind(state, path, query, headers, body).await,
         (&Method::GET, true, Some("scale")) => get_scale(state, path),
         (&Method::PUT, true, Some("scale")) => {
             update_scale(state, path, query, headers, body).await
@@ -445,9 +446,14 @@ fn check_namespace_exists(state: &State, path: &ResourcePath, name: &str) -> Api
     Ok(())
 }
 
-fn validate(resource: &ResourceInfo, name: &str, object: &Value) -> ApiResult<()> {
+fn validate(
+    resource: &ResourceInfo,
+    name: &str,
+    object: &Value,
+    old: Option<&Value>,
+) -> ApiResult<()> {
     strategy::check_field_types(resource, object)?;
-    let errors = strategy::validate(resource, object);
+    let errors = strategy::validate(resource, object, old);
     if errors.is_empty() {
         Ok(())
     } else {
@@ -507,8 +513,16 @@ pub async fn create_object(
         )));
     }
     strategy::prepare_for_create(resource, &mut object, uuid::Uuid::new_v4().to_string());
-    validate(resource, &name, &object)?;
+    validate(resource, &name, &object, None)?;
     check_namespace_exists(state, path, &name)?;
+    let reservation = if resource.kind == "Service" {
+        Some(
+            crate::service::allocate_on_create(&state.allocators, &mut object)
+                .map_err(|errors| ApiError::invalid(resource, &name, &errors))?,
+        )
+    } else {
+        None
+    };
     let key = resource.key(path.namespace.as_deref(), &name);
     if query.dry_run() {
         if state.store.get(&key)?.is_some() {
@@ -521,6 +535,9 @@ pub async fn create_object(
         .create(key, stamping_encoder(object))
         .await
         .map_err(|error| store_error(resource, &name, error))?;
+    if let Some(reservation) = reservation {
+        reservation.keep();
+    }
     Ok((StatusCode::CREATED, event.value))
 }
 
@@ -529,6 +546,8 @@ pub async fn create_object(
 enum Part {
     Main,
     Status,
+    /// The scheduler's binding: sets `spec.nodeName`, which a pod update may not change.
+    Binding,
 }
 
 fn part_of(path: &ResourcePath) -> Part {
@@ -624,14 +643,28 @@ where
         let mut new = change(&old)?;
         check_kind(resource, &new)?;
         match part {
-            Part::Main => strategy::prepare_for_update(resource, &mut new, &old),
+            Part::Main => {
+                strategy::set_defaults(resource, &mut new);
+                strategy::prepare_for_update(resource, &mut new, &old);
+            }
             Part::Status => strategy::prepare_for_status_update(&mut new, &old),
+            Part::Binding => {}
         }
         if let Some(map) = new.as_object_mut() {
             map.insert("apiVersion".into(), Value::String(resource.api_version()));
             map.insert("kind".into(), Value::String(resource.kind.to_string()));
         }
-        validate(resource, &name, &new)?;
+        // A binding changes only what the server itself just checked.
+        let compared_with = (part != Part::Binding).then_some(&old);
+        validate(resource, &name, &new, compared_with)?;
+        let allocation = if resource.kind == "Service" && part == Part::Main {
+            Some(
+                crate::service::allocate_on_update(&state.allocators, &mut new, &old)
+                    .map_err(|errors| ApiError::invalid(resource, &name, &errors))?,
+            )
+        } else {
+            None
+        };
         if query.dry_run() {
             metadata_mut(&mut new).insert(
                 "resourceVersion".into(),
@@ -656,7 +689,16 @@ where
                 .await
         };
         match outcome {
-            Ok(event) => return Ok(event.value),
+            Ok(event) => {
+                if let Some(allocation) = allocation {
+                    allocation.reservation.keep();
+                    state.allocators.release(&allocation.released);
+                }
+                if finished {
+                    released_on_delete(state, resource, &old);
+                }
+                return Ok(event.value);
+            }
             Err(hollow_store::Error::Conflict { .. }) if expected.is_none() => continue,
             Err(error) => return Err(store_error(resource, &name, error)),
         }
@@ -686,7 +728,7 @@ async fn patch(
         let exists = state.store.get(&path.key())?.is_some();
         if !exists {
             let object = patch::apply_patch(resource.kind, &json!({}), patch_type, body)
-                .map_err(|error| patch_error(resource, path, error))?;
+                .map_err(patch_error)?;
             let (status, stored) = create_object(state, path, query, object).await?;
             return Ok(Reply::json(status, stored));
         }
@@ -698,7 +740,7 @@ async fn patch(
         None,
         |current| {
             let patched = patch::apply_patch(resource.kind, current, patch_type, body)
-                .map_err(|error| patch_error(resource, path, error))?;
+                .map_err(patch_error)?;
             // A patch that carries a resourceVersion is a precondition on it.
             if let (Some(sent), Some(current_version)) = (
                 metadata_str(&patched, "resourceVersion"),
@@ -718,20 +760,8 @@ async fn patch(
     Ok(Reply::json(StatusCode::OK, stored))
 }
 
-fn patch_error(resource: &ResourceInfo, path: &ResourcePath, error: patch::PatchError) -> ApiError {
-    let name = path.name.as_deref().unwrap_or_default();
-    if error.is_bad_request() {
-        ApiError::bad_request(error.to_string())
-    } else {
-        ApiError::new(
-            422,
-            "Invalid",
-            format!(
-                "{} \"{name}\" is invalid: the server rejected our request due to an error in our request: {error}",
-                resource.kind
-            ),
-        )
-    }
+fn patch_error(error: patch::PatchError) -> ApiError {
+    ApiError::from(error)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -944,6 +974,7 @@ pub(crate) async fn delete_one(
             }
         }
         let plan = plan_deletion(resource, &object, options);
+        let removes = matches!(plan, Deletion::Now);
         if options.dry_run.is_some() {
             return Ok(current.value);
         }
@@ -968,11 +999,23 @@ pub(crate) async fn delete_one(
                 if resource.kind == "Namespace" {
                     state.namespace_deleted.notify_one();
                 }
+                if removes {
+                    released_on_delete(state, resource, &object);
+                }
                 return Ok(event.value);
             }
             Err(hollow_store::Error::Conflict { .. }) => continue,
             Err(error) => return Err(store_error(resource, &name, error)),
         }
+    }
+}
+
+/// Gives back what a removed object held (a Service's ClusterIP and node ports).
+fn released_on_delete(state: &State, resource: &ResourceInfo, object: &Value) {
+    if resource.kind == "Service" {
+        state
+            .allocators
+            .release(&crate::allocator::ServiceAllocations::of(object));
     }
 }
 
@@ -1018,6 +1061,73 @@ async fn delete_collection(
             "metadata": {"resourceVersion": state.store.current_revision().to_string()},
             "items": deleted,
         }),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binding
+
+/// `POST pods/{name}/binding`: how a scheduler assigns a pod to a node (a pod's `spec.nodeName`
+/// is otherwise immutable).
+async fn bind(
+    state: &State,
+    path: &ResourcePath,
+    query: &QueryOptions,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Reply> {
+    let binding = decode_body(headers, body)?;
+    let name = path.name.clone().unwrap_or_default();
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|node| !node.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                422,
+                "Invalid",
+                format!("Binding \"{name}\" is invalid: target.name: Required value"),
+            )
+        })?
+        .to_string();
+    let pod_path = ResourcePath {
+        subresource: None,
+        ..path.clone()
+    };
+    write_with_retry(
+        state,
+        &pod_path,
+        query,
+        None,
+        |current| {
+            if let Some(assigned) = current
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|assigned| !assigned.is_empty())
+            {
+                return Err(ApiError::precondition_failed(
+                    path.resource,
+                    &name,
+                    &format!("pod {name} is already assigned to node \"{assigned}\""),
+                ));
+            }
+            if current.pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(ApiError::precondition_failed(
+                    path.resource,
+                    &name,
+                    &format!("pod {name} is being deleted, cannot be assigned to a host"),
+                ));
+            }
+            let mut bound = current.clone();
+            bound["spec"]["nodeName"] = Value::from(node.as_str());
+            Ok(bound)
+        },
+        Part::Binding,
+    )
+    .await?;
+    Ok(Reply::value(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
     ))
 }
 
@@ -1154,8 +1264,7 @@ async fn patch_scale(
     let name = path.name.clone().unwrap_or_default();
     write_replicas(state, path, query, None, |current| {
         let scale = scale_of(resource, current);
-        let patched = patch::apply_patch("Scale", &scale, patch_type, body)
-            .map_err(|error| patch_error(resource, path, error))?;
+        let patched = patch::apply_patch("Scale", &scale, patch_type, body).map_err(patch_error)?;
         replicas_from_scale(&patched, resource, &name)
     })
     .await

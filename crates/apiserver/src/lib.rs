@@ -32,6 +32,7 @@
 //!                                                              out to every watch)
 //! ```
 
+pub mod allocator;
 pub mod discovery;
 pub mod error;
 pub mod filter;
@@ -41,9 +42,11 @@ pub mod negotiate;
 pub mod object;
 pub mod patch;
 pub mod request;
+pub mod service;
 pub mod strategy;
 pub mod table;
 pub mod watch;
+pub mod workload;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -84,7 +87,33 @@ pub struct State {
     pub namespace_deleted: Arc<Notify>,
     /// The address clients reach the server at (legacy discovery reports it).
     pub advertise_address: Arc<str>,
+    /// ClusterIP and NodePort allocation.
+    pub allocators: Arc<allocator::Allocators>,
 }
+
+/// How the API server is set up.
+#[derive(Clone, Debug)]
+pub struct ApiServerConfig {
+    /// Where clients reach the server; also the `kubernetes` service's endpoint.
+    pub advertise_address: SocketAddr,
+    /// The range ClusterIPs come from (`--service-cidr`). The default is on loopback, so
+    /// every service address works on one machine without root.
+    pub service_cidr: allocator::Cidr,
+}
+
+impl ApiServerConfig {
+    pub fn new(advertise_address: SocketAddr) -> ApiServerConfig {
+        ApiServerConfig {
+            advertise_address,
+            service_cidr: DEFAULT_SERVICE_CIDR
+                .parse()
+                .expect("the default CIDR parses"),
+        }
+    }
+}
+
+/// The default `--service-cidr`.
+pub const DEFAULT_SERVICE_CIDR: &str = "127.96.0.0/16";
 
 /// The API server over an open store.
 pub struct ApiServer {
@@ -92,16 +121,28 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Prepares the store (default namespaces) and the shared state.
+    /// An API server with the default configuration.
     pub async fn new(store: Store, advertise_address: SocketAddr) -> Result<ApiServer, Error> {
+        ApiServer::with_config(store, ApiServerConfig::new(advertise_address)).await
+    }
+
+    /// Prepares the store (default namespaces, the `kubernetes` service), rebuilds the
+    /// allocators from the stored Services, and the shared state.
+    pub async fn with_config(store: Store, config: ApiServerConfig) -> Result<ApiServer, Error> {
         let state = State {
             store,
             namespace_deleted: Arc::new(Notify::new()),
-            advertise_address: Arc::from(advertise_address.to_string()),
+            advertise_address: Arc::from(config.advertise_address.to_string()),
+            allocators: allocator::Allocators::new(config.service_cidr),
         };
-        namespaces::ensure_defaults(&state)
+        let bootstrap = async {
+            namespaces::rebuild_allocations(&state)?;
+            namespaces::ensure_defaults(&state).await?;
+            namespaces::ensure_kubernetes_service(&state, config.advertise_address).await
+        };
+        bootstrap
             .await
-            .map_err(|error| Error::Bootstrap(error.to_string()))?;
+            .map_err(|error: ApiError| Error::Bootstrap(error.to_string()))?;
         Ok(ApiServer { state })
     }
 

@@ -149,3 +149,115 @@ async fn finish(state: &State, name: &str) -> ApiResult<()> {
         }
     }
 }
+
+/// Marks the ClusterIPs and node ports of every stored Service as used (start-up).
+pub fn rebuild_allocations(state: &State) -> ApiResult<()> {
+    let services = ResourceInfo::find("", "services").expect("services are served");
+    let listing = list_records(
+        state,
+        &services.key_prefix(),
+        &Filter::default(),
+        None,
+        None,
+    )?;
+    for record in listing.records {
+        let service = object::from_record(&record)?;
+        state
+            .allocators
+            .mark_used(&crate::allocator::ServiceAllocations::of(&service));
+    }
+    Ok(())
+}
+
+/// The `kubernetes` service in `default`: the first address of the service range, with the API
+/// server as its one endpoint (kept current when the server's address changes).
+pub async fn ensure_kubernetes_service(
+    state: &State,
+    address: std::net::SocketAddr,
+) -> ApiResult<()> {
+    let services = ResourceInfo::find("", "services").expect("services are served");
+    let query = crate::request::QueryOptions::default();
+    let service_path = ResourcePath {
+        resource: services,
+        namespace: Some("default".into()),
+        name: None,
+        subresource: None,
+        legacy_watch: false,
+    };
+    if state
+        .store
+        .get(&services.key(Some("default"), "kubernetes"))?
+        .is_none()
+    {
+        let service = json!({
+            "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {
+                "clusterIP": state.allocators.kubernetes_service_ip().to_string(),
+                "ports": [{"name": "http", "port": address.port(), "protocol": "TCP", "targetPort": address.port()}],
+            },
+        });
+        match crate::handlers::create_object(state, &service_path, &query, service).await {
+            Ok(_) => {}
+            Err(error) if error.code == 409 => {}
+            Err(error) => return Err(error),
+        }
+    }
+    let ip = address.ip().to_string();
+    let port = address.port();
+    let slice = json!({
+        "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes",
+            "endpointslice.kubernetes.io/managed-by": "hollow-apiserver"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true, "serving": true, "terminating": false}}],
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+    });
+    let endpoints = json!({
+        "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}],
+    });
+    for (group, plural, body, field) in [
+        ("discovery.k8s.io", "endpointslices", slice, "endpoints"),
+        ("", "endpoints", endpoints, "subsets"),
+    ] {
+        let resource = ResourceInfo::find(group, plural).expect("served");
+        let key = resource.key(Some("default"), "kubernetes");
+        let path = ResourcePath {
+            resource,
+            namespace: Some("default".into()),
+            name: None,
+            subresource: None,
+            legacy_watch: false,
+        };
+        match state.store.get(&key)? {
+            None => match crate::handlers::create_object(state, &path, &query, body).await {
+                Ok(_) => {}
+                Err(error) if error.code == 409 => {}
+                Err(error) => return Err(error),
+            },
+            Some(record) => {
+                let mut current = object::from_record(&record)?;
+                if current.get(field) != body.get(field)
+                    || current.get("ports") != body.get("ports")
+                {
+                    current[field] = body[field].clone();
+                    if let Some(ports) = body.get("ports") {
+                        current["ports"] = ports.clone();
+                    }
+                    match state
+                        .store
+                        .update(
+                            key,
+                            Precondition::ModRevision(record.mod_revision),
+                            stamping_encoder(current),
+                        )
+                        .await
+                    {
+                        Ok(_) | Err(hollow_store::Error::Conflict { .. }) => {}
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

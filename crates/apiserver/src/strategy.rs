@@ -53,10 +53,28 @@ fn name_rule(resource: &ResourceInfo) -> NameRule {
     }
 }
 
-/// Validation shared by creates and updates.
-pub fn validate(resource: &ResourceInfo, object: &Value) -> Vec<FieldError> {
+/// Validation of a new object, or with `old` of an update.
+pub fn validate(resource: &ResourceInfo, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
     let metadata = object.get("metadata").cloned().unwrap_or(json!({}));
-    validation::validate_object_meta(&metadata, resource.is_namespaced(), name_rule(resource))
+    let mut errors =
+        validation::validate_object_meta(&metadata, resource.is_namespaced(), name_rule(resource));
+    match resource.kind {
+        "Service" => errors.extend(crate::service::validate(object)),
+        "Pod" => {
+            match object.get("spec") {
+                Some(spec) => crate::workload::validate_pod_spec(spec, "spec", &mut errors),
+                None => errors.push(FieldError::required("spec", "")),
+            }
+            if let Some(old) = old {
+                crate::workload::validate_pod_update(object, old, &mut errors);
+            }
+        }
+        "Deployment" | "ReplicaSet" | "StatefulSet" => {
+            crate::workload::validate_workload(resource.kind, object, old, &mut errors)
+        }
+        _ => {}
+    }
+    errors
 }
 
 /// What the server sets on every new object, then the kind's own defaults.
@@ -99,6 +117,23 @@ pub fn prepare_for_create(resource: &ResourceInfo, object: &mut Value, uid: Stri
         }
         "Deployment" | "ReplicaSet" | "StatefulSet" => {
             object["status"] = json!({});
+        }
+        _ => {}
+    }
+    set_defaults(resource, object);
+}
+
+/// The kind's defaults, applied on every create and update as kube-apiserver's decoding does.
+pub fn set_defaults(resource: &ResourceInfo, object: &mut Value) {
+    match resource.kind {
+        "Service" => crate::service::set_defaults(object),
+        "Pod" => {
+            if let Some(spec) = object.get_mut("spec") {
+                crate::workload::default_pod_spec(spec);
+            }
+        }
+        "Deployment" | "ReplicaSet" | "StatefulSet" => {
+            crate::workload::default_workload(resource.kind, object)
         }
         _ => {}
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use hollow_apiserver::ApiServer;
+use hollow_apiserver::{ApiServer, ApiServerConfig};
 use hollow_store::{Store, StoreOptions};
 use tokio::net::TcpListener;
 
@@ -38,6 +38,10 @@ struct UpArgs {
     /// The API server's address. Plain HTTP without authentication is served on loopback only.
     #[arg(long, default_value = "127.0.0.1:6443")]
     api_listen: SocketAddr,
+    /// The range ClusterIPs are allocated from. The default is on loopback so every service
+    /// address is usable on this machine without root.
+    #[arg(long, default_value = hollow_apiserver::DEFAULT_SERVICE_CIDR)]
+    service_cidr: hollow_apiserver::allocator::Cidr,
 }
 
 /// `$XDG_DATA_HOME/hollow`, or `~/.local/share/hollow`.
@@ -84,7 +88,11 @@ async fn up(args: UpArgs) -> Result<()> {
         .await
         .with_context(|| format!("binding the API server to {}", args.api_listen))?;
     let address = listener.local_addr()?;
-    let server = ApiServer::new(store.clone(), address).await?;
+    let config = ApiServerConfig {
+        advertise_address: address,
+        service_cidr: args.service_cidr,
+    };
+    let server = ApiServer::with_config(store.clone(), config).await?;
     let kubeconfig = args.data_dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, address)?;
     println!("hollow is up.");

@@ -124,7 +124,9 @@ const ALL_VERBS: &[&str] = &[
     "update",
     "watch",
 ];
-const NAMESPACE_VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+const NAMESPACE_VERBS: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 const SUBRESOURCE_VERBS: &[&str] = &["get", "patch", "update"];
 
 const fn status(group: &'static str, kind: &'static str) -> Subresource {
@@ -143,6 +145,14 @@ const SCALE: Subresource = Subresource {
     version: "v1",
     kind: "Scale",
     verbs: SUBRESOURCE_VERBS,
+};
+
+const BINDING: Subresource = Subresource {
+    name: "binding",
+    group: "",
+    version: "v1",
+    kind: "Binding",
+    verbs: &["create"],
 };
 
 const LOG: Subresource = Subresource {
@@ -194,7 +204,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &["po"],
         categories: &["all"],
         verbs: ALL_VERBS,
-        subresources: &[status("", "Pod"), LOG],
+        subresources: &[status("", "Pod"), BINDING, LOG],
         tracks_generation: true,
     },
     ResourceInfo {

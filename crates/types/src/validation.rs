@@ -1032,3 +1032,53 @@ mod tests {
         );
     }
 }
+
+/// A port name (IANA_SVC_NAME, RFC 6335): what container port names and a Service's named
+/// `targetPort` must be. Messages are upstream's `IsValidPortName`.
+pub fn is_valid_port_name(port: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    if port.is_empty() || port.len() > 15 {
+        errors.push("must be no more than 15 characters".to_string());
+    }
+    if !port
+        .bytes()
+        .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+    {
+        errors.push(
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string(),
+        );
+    }
+    if !port.bytes().any(|byte| byte.is_ascii_lowercase()) {
+        errors.push("must contain at least one letter (a-z)".to_string());
+    }
+    if port.contains("--") {
+        errors.push("must not contain consecutive hyphens".to_string());
+    }
+    if port.starts_with('-') || port.ends_with('-') {
+        errors.push("must not begin or end with a hyphen".to_string());
+    }
+    errors
+}
+
+#[cfg(test)]
+mod port_name_tests {
+    use super::is_valid_port_name;
+
+    #[test]
+    fn port_names_follow_iana_service_names() {
+        assert!(is_valid_port_name("http").is_empty());
+        assert!(is_valid_port_name("leader-election").is_empty());
+        assert_eq!(
+            is_valid_port_name("8080"),
+            ["must contain at least one letter (a-z)"]
+        );
+        assert_eq!(
+            is_valid_port_name("a--b"),
+            ["must not contain consecutive hyphens"]
+        );
+        assert_eq!(
+            is_valid_port_name("this-name-is-too-long"),
+            ["must be no more than 15 characters"]
+        );
+    }
+}
