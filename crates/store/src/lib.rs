@@ -26,8 +26,8 @@
 //! ```text
 //!  Store::write ──► channel ──► writer thread: batch ─► Backend::commit (one fsync)
 //!                                     │
-//!                                     ├─► reply to each waiting writer
-//!                                     └─► history ring + broadcast ──► Watch (per watcher)
+//!                                     ├─► 1. history ring + per-watcher queues ──► Watch
+//!                                     └─► 2. reply to each waiting writer
 //!  Store::get / Store::list ──► Backend read snapshot (never blocks on the writer)
 //! ```
 //!
