@@ -9,17 +9,17 @@
 //!
 //! * The body is the 4-byte magic `k8s\0` followed by a `runtime.Unknown` envelope: `typeMeta`
 //!   (apiVersion, kind) and `raw`, the object's own message ([`decode`]).
-//! * [`Reader`] reads the protobuf wire format and skips fields it does not know, by wire type.
+//! * `Reader` reads the protobuf wire format and skips fields it does not know, by wire type.
 //! * The `schema` table describes, per message, each field's number, JSON name, value kind and
-//!   cardinality; the decoder walks a message with its table ([`decode_message`]). Field numbers
+//!   cardinality; the decoder walks a message with its table (`decode_message`). Field numbers
 //!   and JSON names follow the upstream `generated.proto` and Go `types.go` of k8s.io/api v0.32.
 //!
 //! # Zero values
 //!
 //! Go's protobuf encoder writes every non-pointer field, even when zero; its JSON encoder drops
 //! zero scalars whose tag says `omitempty` but always writes non-pointer structs. The table marks
-//! each scalar [`Presence::OmitEmpty`] (non-pointer, `omitempty`: a zero is dropped) or
-//! [`Presence::Keep`] (a pointer, whose presence on the wire means "set", or a field without
+//! each scalar `Presence::OmitEmpty` (non-pointer, `omitempty`: a zero is dropped) or
+//! `Presence::Keep` (a pointer, whose presence on the wire means "set", or a field without
 //! `omitempty`). Messages are kept whenever they are on the wire, which mirrors the JSON encoder:
 //! `strategy: {}`, `resources: {}` and `status: {}` appear in both forms, and a zero
 //! `metav1.Time` becomes `null` as Go's `Time.MarshalJSON` writes it.
@@ -567,7 +567,7 @@ fn quantity(bytes: &[u8]) -> Result<Value, String> {
 }
 
 /// The message tables. Field numbers come from k8s.io/api and k8s.io/apimachinery v0.32
-/// `generated.proto`; JSON names and [`Presence`] from the Go struct tags and pointer-ness.
+/// `generated.proto`; JSON names and `Presence` from the Go struct tags and pointer-ness.
 mod schema {
     use super::Cardinality::{Inline, Map, Repeated, Single};
     use super::Kind::{Bool, Int32, Int64, IntOrString, Message as Nested, Quantity, Str, Time};

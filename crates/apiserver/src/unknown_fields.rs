@@ -6,7 +6,7 @@
 //!
 //! # How fields are found
 //!
-//! The object is deserialized into its k8s-openapi type through [`Tracked`], a `serde`
+//! The object is deserialized into its k8s-openapi type through `Tracked`, a `serde`
 //! deserializer over the borrowed [`serde_json::Value`] that carries the JSON path of the value
 //! it stands for. The generated types read each key they do not know as
 //! [`serde::de::IgnoredAny`], so a call to [`serde::Deserializer::deserialize_ignored_any`] is,
@@ -398,7 +398,11 @@ mod tests {
                             "image": "registry.k8s.io/nginx-slim:0.8",
                             "ports": [{"containerPort": 80, "name": "web"}],
                             "volumeMounts": [{"name": "www", "mountPath": "/usr/share/nginx/html"}],
-                            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                            // Quantities may be JSON numbers.
+                            "resources": {
+                                "requests": {"cpu": 0.5, "memory": "64Mi"},
+                                "limits": {"cpu": 1},
+                            },
                         }],
                     },
                 },
