@@ -110,6 +110,85 @@ pub fn managed_selector(service: &Service) -> Option<&BTreeMap<String, String>> 
         .filter(|selector| !selector.is_empty())
 }
 
+/// Pods indexed by namespace and label pair, so that finding a Service's candidates does
+/// not scan every pod of the namespace (the cold-start cost with thousands of Services).
+/// Kept up to date one pod at a time by the controller.
+#[derive(Debug, Default)]
+pub struct PodIndex {
+    by_label: HashMap<String, HashMap<(String, String), HashMap<String, Arc<Pod>>>>,
+    indexed_labels: HashMap<(String, String), BTreeMap<String, String>>,
+}
+
+impl PodIndex {
+    /// Indexes `pods`.
+    pub fn new(pods: impl IntoIterator<Item = Arc<Pod>>) -> PodIndex {
+        let mut index = PodIndex::default();
+        for pod in pods {
+            index.upsert(pod);
+        }
+        index
+    }
+
+    /// Adds or replaces a pod.
+    pub fn upsert(&mut self, pod: Arc<Pod>) {
+        let namespace = meta::namespace(&pod.metadata).to_string();
+        let name = meta::name(&pod.metadata).to_string();
+        self.remove(&namespace, &name);
+        let labels = meta::labels(&pod.metadata).clone();
+        let by_pair = self.by_label.entry(namespace.clone()).or_default();
+        for (key, value) in &labels {
+            by_pair
+                .entry((key.clone(), value.clone()))
+                .or_default()
+                .insert(name.clone(), pod.clone());
+        }
+        self.indexed_labels.insert((namespace, name), labels);
+    }
+
+    /// Forgets a pod.
+    pub fn remove(&mut self, namespace: &str, name: &str) {
+        let Some(labels) = self
+            .indexed_labels
+            .remove(&(namespace.to_string(), name.to_string()))
+        else {
+            return;
+        };
+        if let Some(by_pair) = self.by_label.get_mut(namespace) {
+            for pair in labels {
+                if let Some(pods) = by_pair.get_mut(&pair) {
+                    pods.remove(name);
+                    if pods.is_empty() {
+                        by_pair.remove(&pair);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A superset of the pods `service` selects (those sharing its rarest selector pair);
+    /// [`reconcile`] does the exact matching.
+    pub fn candidates(&self, service: &Service) -> Vec<Arc<Pod>> {
+        let Some(selector) = managed_selector(service) else {
+            return Vec::new();
+        };
+        let Some(by_pair) = self.by_label.get(meta::namespace(&service.metadata)) else {
+            return Vec::new();
+        };
+        let mut rarest: Option<&HashMap<String, Arc<Pod>>> = None;
+        for (key, value) in selector {
+            let Some(pods) = by_pair.get(&(key.clone(), value.clone())) else {
+                return Vec::new();
+            };
+            if rarest.is_none_or(|current| pods.len() < current.len()) {
+                rarest = Some(pods);
+            }
+        }
+        rarest
+            .map(|pods| pods.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
 /// The pods a Service selects: same namespace, every selector pair present.
 pub fn selected_pods<'a>(service: &Service, pods: &'a [Arc<Pod>]) -> Vec<&'a Pod> {
     let Some(selector) = managed_selector(service) else {
@@ -664,3 +743,55 @@ fn new_slice(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+    use crate::fixtures::{pod, service};
+
+    #[test]
+    fn candidates_come_from_the_rarest_selector_pair_in_the_namespace() {
+        let mut narrow = service("web", "web");
+        narrow
+            .spec
+            .as_mut()
+            .unwrap()
+            .selector
+            .as_mut()
+            .unwrap()
+            .insert("tier".into(), "db".into());
+        let mut db = pod("db-0", "web", "10.0.0.1", true);
+        db.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("tier".into(), "db".into());
+        let mut elsewhere = pod("web-9", "web", "10.0.0.9", true);
+        elsewhere.metadata.namespace = Some("other".into());
+        let mut index =
+            PodIndex::new([db, pod("web-0", "web", "10.0.0.2", true), elsewhere].map(Arc::new));
+        let names = |pods: Vec<Arc<Pod>>| {
+            let mut names: Vec<String> = pods
+                .iter()
+                .map(|pod| meta::name(&pod.metadata).to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(index.candidates(&narrow)), vec!["db-0"]);
+        assert_eq!(
+            names(index.candidates(&service("web", "web"))),
+            vec!["db-0", "web-0"]
+        );
+        assert!(index.candidates(&service("web", "nothing")).is_empty());
+
+        // Relabelled and removed pods leave the index.
+        index.upsert(Arc::new(pod("web-0", "other", "10.0.0.2", true)));
+        assert_eq!(
+            names(index.candidates(&service("web", "web"))),
+            vec!["db-0"]
+        );
+        index.remove("default", "db-0");
+        assert!(index.candidates(&service("web", "web")).is_empty());
+    }
+}

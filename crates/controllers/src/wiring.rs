@@ -336,6 +336,8 @@ struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Bindings made but not yet seen in the pod cache: pod key → node.
     assumed_bindings: Mutex<HashMap<String, String>>,
+    /// The cached pods by label, kept current by the EndpointSlice controller's pod mapper.
+    pod_index: Arc<Mutex<endpointslice::PodIndex>>,
 }
 
 fn key_of<K: Resource<DynamicType = ()>>(object: &K) -> String {
@@ -414,7 +416,11 @@ async fn reconcile_service(service: Arc<Service>, context: Arc<Context>) -> Resu
     }
     let namespace = meta::namespace(&service.metadata);
     let name = meta::name(&service.metadata);
-    let pods = in_namespace(&context.stores.pods, namespace);
+    let pods = context
+        .pod_index
+        .lock()
+        .expect("pod index lock")
+        .candidates(&service);
     let slices: Vec<Arc<EndpointSlice>> = in_namespace(&context.stores.slices, namespace)
         .into_iter()
         .filter(|slice| {
@@ -724,6 +730,7 @@ pub async fn run(
         expectations: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
         assumed_bindings: Mutex::new(HashMap::new()),
+        pod_index: Arc::new(Mutex::new(endpointslice::PodIndex::default())),
     });
     let config = ControllerConfig::default().concurrency(options.concurrency);
 
@@ -735,6 +742,7 @@ pub async fn run(
         // the Services that selected it before.
         let previous: Mutex<HashMap<ObjectRef<Pod>, Vec<ObjectRef<Service>>>> =
             Mutex::new(HashMap::new());
+        let index = context.pod_index.clone();
         move |pod: Arc<Pod>| {
             let namespace = meta::namespace(&pod.metadata);
             let current: Vec<ObjectRef<Service>> = services_store
@@ -751,8 +759,16 @@ pub async fn run(
             let pod_ref = ObjectRef::from_obj(pod.as_ref());
             let mut previous = previous.lock().expect("pod mapping lock");
             let mut targets = previous.remove(&pod_ref).unwrap_or_default();
-            if pods_store.get(&pod_ref).is_some() {
-                previous.insert(pod_ref, current.clone());
+            // The store is ahead of (or level with) this event: index what it holds now.
+            match pods_store.get(&pod_ref) {
+                Some(latest) => {
+                    index.lock().expect("pod index lock").upsert(latest);
+                    previous.insert(pod_ref, current.clone());
+                }
+                None => index
+                    .lock()
+                    .expect("pod index lock")
+                    .remove(namespace, meta::name(&pod.metadata)),
             }
             for service in current {
                 if !targets.contains(&service) {
@@ -932,6 +948,10 @@ pub async fn run(
         () = shutdown.clone() => Ok(()),
     };
     if outcome.is_ok() && shutdown.clone().now_or_never().is_none() {
+        // Index every cached pod before the first Service is reconciled, so a cold start
+        // writes each slice once instead of growing it as pod events trickle in.
+        *context.pod_index.lock().expect("pod index lock") =
+            endpointslice::PodIndex::new(stores.pods.state());
         tracing::info!("caches synced; controllers running");
         tokio::join!(
             endpoint_slice_controller,

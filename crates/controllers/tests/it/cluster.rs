@@ -27,17 +27,25 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start() -> Cluster {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
         let directory = TempDir::new().expect("temporary directory");
         let (stop, stopped) = watch::channel(false);
         let shutdown = |mut stopped: watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
         let address: SocketAddr = runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback");
             let address = listener.local_addr().expect("local address");
             let store = hollow_store::Store::in_memory(hollow_store::StoreOptions::default());
-            let server = hollow_apiserver::ApiServer::new(store, address).await.expect("API server");
+            let server = hollow_apiserver::ApiServer::new(store, address)
+                .await
+                .expect("API server");
             tokio::spawn(server.serve(listener, shutdown(stopped.clone())));
             address
         });
@@ -55,14 +63,24 @@ impl Cluster {
             let config = kube::Config::new(format!("http://{address}").parse().expect("URL"));
             Client::try_from(config).expect("client")
         });
-        let controllers = hollow_controllers::run(client.clone(), hollow_controllers::Options::default(), shutdown(stopped.clone()));
+        let controllers = hollow_controllers::run(
+            client.clone(),
+            hollow_controllers::Options::default(),
+            shutdown(stopped.clone()),
+        );
         runtime.spawn(async move {
             if let Err(error) = controllers.await {
                 panic!("controllers stopped: {error}");
             }
         });
         runtime.spawn(stand_in_agent(client.clone()));
-        let cluster = Cluster { runtime, client, kubectl: Kubectl::new(&kubeconfig), directory, stop };
+        let cluster = Cluster {
+            runtime,
+            client,
+            kubectl: Kubectl::new(&kubeconfig),
+            directory,
+            stop,
+        };
         cluster.register_node();
         cluster
     }
@@ -82,7 +100,9 @@ impl Cluster {
     }
 
     pub fn pod(&self, name: &str) -> Option<Pod> {
-        self.runtime.block_on(self.pods().get_opt(name)).expect("reading a pod")
+        self.runtime
+            .block_on(self.pods().get_opt(name))
+            .expect("reading a pod")
     }
 
     /// What the node agent would report: Running with an IP, Ready or not.
@@ -94,14 +114,20 @@ impl Cluster {
             "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
         }});
         self.runtime
-            .block_on(self.pods().patch_status(name, &PatchParams::default(), &Patch::Merge(&status)))
+            .block_on(self.pods().patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&status),
+            ))
             .unwrap_or_else(|error| panic!("patching status of {name}: {error}"));
     }
 
     /// Waits for `name` to exist (and be bound to the node), then marks it Running and Ready.
     pub fn wait_and_ready(&self, name: &str, ip: &str) -> Pod {
         let pod = wait_for(&format!("pod {name} scheduled"), WAIT, || {
-            self.pod(name).filter(|pod| pod.spec.as_ref().and_then(|spec| spec.node_name.as_deref()) == Some(NODE))
+            self.pod(name).filter(|pod| {
+                pod.spec.as_ref().and_then(|spec| spec.node_name.as_deref()) == Some(NODE)
+            })
         });
         self.set_pod_ready(name, ip, true);
         pod
@@ -136,7 +162,9 @@ impl Drop for Cluster {
 /// Finishes graceful deletions on the node, as its agent would once the process exits.
 async fn stand_in_agent(client: Client) {
     let pods: Api<Pod> = Api::all(client.clone());
-    let events = watcher(pods.clone(), watcher::Config::default()).default_backoff().applied_objects();
+    let events = watcher(pods.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects();
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         let Ok(pod) = event else { continue };
@@ -144,8 +172,15 @@ async fn stand_in_agent(client: Client) {
             let namespace = pod.metadata.namespace.clone().unwrap_or_default();
             let name = pod.metadata.name.clone().unwrap_or_default();
             let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-            let _ = api.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() }).await;
+            let _ = api
+                .delete(
+                    &name,
+                    &DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..DeleteParams::default()
+                    },
+                )
+                .await;
         }
     }
 }
-
