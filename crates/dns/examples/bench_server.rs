@@ -63,12 +63,13 @@ fn main() {
     let snapshot = Snapshot::build(&state, &config.snapshot_settings());
     let stats = snapshot.stats();
     eprintln!(
-        "loaded {} services, {} slices, {} namespaces in {loaded:?}; snapshot: {} names, {} records, built in {:?}",
+        "loaded {} services, {} slices, {} namespaces in {loaded:?}; snapshot: {} names, {} records, {:.1} MiB index, built in {:?}",
         state.services.len(),
         state.endpoint_slices.len(),
         state.namespaces.len(),
         stats.names,
         stats.records,
+        stats.index_bytes as f64 / (1024.0 * 1024.0),
         stats.build_duration
     );
     // Serve only the compact index: the Kubernetes objects are not needed any more.

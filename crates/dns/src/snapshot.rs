@@ -2,15 +2,16 @@
 //!
 //! # Layout
 //!
-//! One `HashMap` from the full lower-cased wire name to an [`Entry`]. Every name that exists
-//! is a key, empty non-terminals included, so a miss *is* NXDOMAIN and a hit without the
-//! asked type *is* NODATA. A lookup costs one hash over the name bytes plus one comparison,
-//! O(labels) for hits and misses alike: an NXDOMAIN costs no more than a hit. A trie would
-//! also be O(labels) but chases one pointer per label; the flat hash touches two cache lines.
-//! The hasher is std's keyed SipHash: query names are attacker-chosen, and the ~20 ns it costs
-//! is noise next to the ~5 µs the kernel spends on a UDP round trip.
+//! Every name that exists is indexed, empty non-terminals included, so a miss *is* NXDOMAIN
+//! and a hit without the asked type *is* NODATA. A lookup is one keyed hash of the full
+//! lower-cased wire name, one probe of a hash table from that hash to an entry, and one
+//! comparison of the name against the entry's key: O(labels) for hits and misses alike, so an
+//! NXDOMAIN costs no more than a hit. A trie would also be O(labels) but chases one pointer
+//! per label; the flat table touches a few cache lines. The hash is std's keyed SipHash:
+//! query names are attacker-chosen, and the ~20 ns it costs is noise next to the ~4.5 µs the
+//! kernel spends on a UDP round trip.
 //!
-//! Each [`Entry`] holds its answers **pre-encoded** as wire bytes, built once per snapshot:
+//! Each name's answers are stored **pre-encoded** as wire bytes, built once per snapshot:
 //! the question always sits at offset 12 and its length is fixed by the name, so owner names
 //! can be the pointer `0xC00C`, and names in record data can be compressed against the
 //! question or against earlier records, all at build time. Answering is then a header, a copy
@@ -31,6 +32,7 @@
 //! answer records were cut, never for dropped additional glue (RFC 2181 §9).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
@@ -72,28 +74,81 @@ impl Default for SnapshotSettings {
     }
 }
 
-/// A set of records of one type at one name, encoded as a ready-to-copy answer section plus
-/// the additional section that goes with it.
+/// A set of records of one type at one name as the encoder produces it: a ready-to-copy
+/// answer section followed by the additional section that goes with it.
 #[derive(Debug)]
-struct RecordSet {
+struct EncodedSet {
     qtype: u16,
     answer_count: u16,
     additional_count: u16,
     /// Fixed record length when the answer rotates (A/AAAA of headless services), else 0.
     rotating_record_len: u8,
     answer_len: u32,
-    bytes: Box<[u8]>,
+    bytes: Vec<u8>,
 }
 
-/// Everything stored at one name.
+/// Everything at one name, as the encoder produces it.
 #[derive(Debug, Default)]
-struct Entry {
+struct EncodedEntry {
     apex: bool,
-    sets: Box<[RecordSet]>,
+    sets: Vec<EncodedSet>,
     /// ExternalName target outside the zone: address queries get the CNAME, then the server
     /// appends the target's addresses from upstream.
-    external_target: Option<Box<[u8]>>,
+    external_target: Option<Vec<u8>>,
 }
+
+/// A record set in the packed snapshot: its bytes are `arena[start..end]`, the first
+/// `answer_len` of them the answer section.
+#[derive(Clone, Copy, Debug)]
+struct RecordSet {
+    qtype: u16,
+    answer_count: u16,
+    additional_count: u16,
+    rotating_record_len: u8,
+    start: u32,
+    answer_len: u32,
+    end: u32,
+}
+
+/// No further entry with the same hash.
+const END_OF_CHAIN: u32 = u32::MAX;
+
+/// One name in the packed snapshot. The key is `arena[key_start..][..key_len]`, its sets are
+/// `sets[sets_start..][..sets_count]`.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    key_start: u32,
+    sets_start: u32,
+    external_target_start: u32,
+    next_same_hash: u32,
+    key_len: u8,
+    sets_count: u8,
+    /// 0 when there is no ExternalName target outside the zone.
+    external_target_len: u8,
+    apex: bool,
+}
+
+/// The map key is already a keyed SipHash of the name; hashing it again would be wasted work.
+#[derive(Default)]
+struct PrehashedKey(u64);
+
+impl std::hash::Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ byte as u64;
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+type NameIndex = HashMap<u64, u32, std::hash::BuildHasherDefault<PrehashedKey>>;
 
 /// Where a query's name falls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,12 +190,23 @@ pub enum Disposition {
 pub struct SnapshotStats {
     pub names: usize,
     pub records: usize,
+    /// Heap bytes of the packed index (arena, entries, sets, hash table).
+    pub index_bytes: usize,
     pub build_duration: Duration,
 }
 
 /// An immutable, fully encoded view of the cluster zone.
+///
+/// Storage is packed into four allocations, whatever the cluster size: one byte arena with
+/// every name and every pre-encoded record set (a name's sets right after its key, so a hit
+/// reads one neighbourhood of memory), the entries, the set descriptors, and a hash table
+/// from a keyed hash of the name to its entry (colliding names are chained).
 pub struct Snapshot {
-    names: HashMap<Box<[u8]>, Entry>,
+    index: NameIndex,
+    entries: Box<[Entry]>,
+    sets: Box<[RecordSet]>,
+    arena: Box<[u8]>,
+    hasher: RandomState,
     zone: Box<[u8]>,
     pod_mode: PodMode,
     ttl: u32,
@@ -168,7 +234,11 @@ impl Snapshot {
     pub fn unsynced(settings: &SnapshotSettings) -> Self {
         let zone = wire::encode_name(&settings.records.zone).unwrap_or_else(|| vec![0]);
         Self {
-            names: HashMap::new(),
+            index: NameIndex::default(),
+            entries: Box::new([]),
+            sets: Box::new([]),
+            arena: Box::new([]),
+            hasher: RandomState::new(),
             zone: zone.into_boxed_slice(),
             pod_mode: settings.records.pod_mode,
             ttl: settings.ttl,
@@ -209,30 +279,79 @@ impl Snapshot {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|elapsed| elapsed.as_secs() as u32)
             .unwrap_or(1);
-        let mut names = HashMap::with_capacity(zone_records.names.len());
+        let hasher = RandomState::new();
+        let mut index =
+            NameIndex::with_capacity_and_hasher(zone_records.names.len(), Default::default());
+        let mut entries = Vec::with_capacity(zone_records.names.len());
+        let mut sets = Vec::new();
+        let mut arena = Vec::new();
         let mut record_total = 0usize;
-        for (name, records) in &zone_records.names {
+        // Sorted so that related names (a service and its endpoints) sit together in the arena.
+        let mut names: Vec<_> = zone_records.names.iter().collect();
+        names.sort_unstable_by(|left, right| left.0.iter().rev().cmp(right.0.iter().rev()));
+        for (name, records) in names {
             let encoder = Encoder {
                 owner: name,
                 zone: zone_records,
                 ttl: settings.ttl,
             };
-            let entry = encoder.entry(records);
-            record_total += entry
-                .sets
-                .iter()
-                .map(|set| set.answer_count as usize)
-                .sum::<usize>();
-            names.insert(name.clone().into_boxed_slice(), entry);
+            let encoded = encoder.entry(records);
+            let key_start = arena.len() as u32;
+            arena.extend_from_slice(name);
+            let (external_target_start, external_target_len) = match &encoded.external_target {
+                Some(target) => {
+                    let start = arena.len() as u32;
+                    arena.extend_from_slice(target);
+                    (start, target.len() as u8)
+                }
+                None => (0, 0),
+            };
+            let sets_start = sets.len() as u32;
+            for set in &encoded.sets {
+                record_total += set.answer_count as usize;
+                let start = arena.len() as u32;
+                arena.extend_from_slice(&set.bytes);
+                sets.push(RecordSet {
+                    qtype: set.qtype,
+                    answer_count: set.answer_count,
+                    additional_count: set.additional_count,
+                    rotating_record_len: set.rotating_record_len,
+                    start,
+                    answer_len: set.answer_len,
+                    end: arena.len() as u32,
+                });
+            }
+            let entry_index = entries.len() as u32;
+            let hash = hasher.hash_one(name.as_slice());
+            let next_same_hash = index.insert(hash, entry_index).unwrap_or(END_OF_CHAIN);
+            entries.push(Entry {
+                key_start,
+                sets_start,
+                external_target_start,
+                next_same_hash,
+                key_len: name.len() as u8,
+                sets_count: encoded.sets.len() as u8,
+                external_target_len,
+                apex: encoded.apex,
+            });
         }
-        names.shrink_to_fit();
+        index.shrink_to_fit();
+        let index_bytes = arena.len()
+            + entries.len() * std::mem::size_of::<Entry>()
+            + sets.len() * std::mem::size_of::<RecordSet>()
+            + index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1);
         Self {
             stats: SnapshotStats {
-                names: names.len(),
+                names: entries.len(),
                 records: record_total,
+                index_bytes,
                 build_duration: Duration::ZERO,
             },
-            names,
+            index,
+            entries: entries.into_boxed_slice(),
+            sets: sets.into_boxed_slice(),
+            arena: arena.into_boxed_slice(),
+            hasher,
             zone: zone_records.zone.clone().into_boxed_slice(),
             pod_mode: settings.records.pod_mode,
             ttl: settings.ttl,
@@ -243,17 +362,35 @@ impl Snapshot {
         }
     }
 
+    /// The entry of a lower-cased wire name: one hash, one key comparison.
+    #[inline]
+    fn find(&self, name: &[u8]) -> Option<&Entry> {
+        let mut position = *self.index.get(&self.hasher.hash_one(name))?;
+        loop {
+            let entry = &self.entries[position as usize];
+            let key = &self.arena[entry.key_start as usize..][..entry.key_len as usize];
+            if key == name {
+                return Some(entry);
+            }
+            if entry.next_same_hash == END_OF_CHAIN {
+                return None;
+            }
+            position = entry.next_same_hash;
+        }
+    }
+
     fn placement(&self, question: &Question) -> Placement {
         let name = question.name_lower();
-        for index in 0..=question.label_count() {
-            let suffix = question.suffix_from(index);
-            if suffix == &*self.zone
-                || suffix == b"\x07in-addr\x04arpa\x00"
-                || suffix == b"\x03ip6\x04arpa\x00"
+        for zone in [
+            &*self.zone,
+            b"\x07in-addr\x04arpa\x00".as_slice(),
+            b"\x03ip6\x04arpa\x00".as_slice(),
+        ] {
+            if let Some(zone_offset) = name.len().checked_sub(zone.len())
+                && &name[zone_offset..] == zone
+                && question.is_label_start(zone_offset)
             {
-                return Placement::Authoritative {
-                    zone_offset: name.len() - suffix.len(),
-                };
+                return Placement::Authoritative { zone_offset };
             }
         }
         Placement::Outside
@@ -327,7 +464,7 @@ impl Snapshot {
             expire: 86_400,
             minimum: self.negative_ttl,
         };
-        let Some(entry) = self.names.get(question.name_lower()) else {
+        let Some(entry) = self.find(question.name_lower()) else {
             let pointer = u16::from_be_bytes(POINTER_TO_QUESTION);
             let position = reply.position;
             match (self.pod_address(question), question.qtype) {
@@ -372,21 +509,21 @@ impl Snapshot {
             reply.position = wire::write_soa(reply.out, reply.position, zone_offset, positive_soa);
             return reply.finish_answered(1, 0);
         }
-        let Some(set) = entry.sets.iter().find(|set| set.qtype == question.qtype) else {
+        let sets = &self.sets[entry.sets_start as usize..][..entry.sets_count as usize];
+        let Some(set) = sets.iter().find(|set| set.qtype == question.qtype) else {
             return reply.finish_negative(response_code::NOERROR, zone_offset, negative_soa);
         };
-        let disposition = reply.write_set(set, rotation);
-        if let (
-            Some(target),
-            Disposition::Reply {
-                len, answers: 1, ..
-            },
-        ) = (&entry.external_target, &disposition)
+        let disposition = reply.write_set(set, &self.arena, rotation);
+        if let Disposition::Reply {
+            len, answers: 1, ..
+        } = disposition
+            && entry.external_target_len > 0
             && matches!(question.qtype, record_type::A | record_type::AAAA)
         {
+            let start = entry.external_target_start as usize;
             return Disposition::ChaseExternal {
-                len: *len,
-                target: target.to_vec(),
+                len,
+                target: self.arena[start..start + entry.external_target_len as usize].to_vec(),
             };
         }
         disposition
@@ -402,7 +539,7 @@ impl Snapshot {
         if question.label_count() != zone_labels + 3
             || question.suffix_from(3) != &*self.zone
             || question.label(2) != b"pod"
-            || !self.names.contains_key(question.suffix_from(1))
+            || self.find(question.suffix_from(1)).is_none()
         {
             return None;
         }
@@ -491,9 +628,10 @@ impl<'a> Reply<'a> {
         self.finish(rcode, true, [0, 1, 0])
     }
 
-    fn write_set(mut self, set: &RecordSet, rotation: usize) -> Disposition {
-        let answer = &set.bytes[..set.answer_len as usize];
-        let additional = &set.bytes[set.answer_len as usize..];
+    fn write_set(mut self, set: &RecordSet, arena: &[u8], rotation: usize) -> Disposition {
+        let bytes = &arena[set.start as usize..set.end as usize];
+        let answer = &bytes[..set.answer_len as usize];
+        let additional = &bytes[set.answer_len as usize..];
         let room = self.budget.saturating_sub(self.position);
         let record_len = set.rotating_record_len as usize;
         let mut answers = 0u16;
@@ -501,11 +639,16 @@ impl<'a> Reply<'a> {
             let count = set.answer_count as usize;
             let fitting = count.min(room_in_records);
             let first = rotation % count;
-            for step in 0..fitting {
-                let index = (first + step) % count;
-                let record = &answer[index * record_len..(index + 1) * record_len];
-                self.out[self.position..self.position + record_len].copy_from_slice(record);
-                self.position += record_len;
+            // Records first..count, then 0..: at most two copies.
+            let tail = (count - first).min(fitting);
+            let head = fitting - tail;
+            for range in [
+                first * record_len..(first + tail) * record_len,
+                0..head * record_len,
+            ] {
+                let len = range.len();
+                self.out[self.position..self.position + len].copy_from_slice(&answer[range]);
+                self.position += len;
             }
             answers = fitting as u16;
             self.truncated = fitting < count;
@@ -612,15 +755,15 @@ impl Encoder<'_> {
         HEADER_LEN + self.owner.len() + 4
     }
 
-    fn entry(&self, records: &NameRecords) -> Entry {
+    fn entry(&self, records: &NameRecords) -> EncodedEntry {
         let mut sets = Vec::new();
         if let Some(target) = &records.alias {
             self.alias_sets(target, &mut sets);
             let in_zone = target.ends_with(&self.zone.zone);
-            return Entry {
+            return EncodedEntry {
                 apex: records.apex,
-                sets: sets.into_boxed_slice(),
-                external_target: (!in_zone).then(|| target.clone().into_boxed_slice()),
+                sets,
+                external_target: (!in_zone).then(|| target.clone()),
             };
         }
         let question = u16::from_be_bytes(POINTER_TO_QUESTION);
@@ -698,14 +841,14 @@ impl Encoder<'_> {
         if records.apex {
             sets.push(self.nameserver_set());
         }
-        Entry {
+        EncodedEntry {
             apex: records.apex,
-            sets: sets.into_boxed_slice(),
+            sets,
             external_target: None,
         }
     }
 
-    fn service_set(&self, records: &NameRecords) -> RecordSet {
+    fn service_set(&self, records: &NameRecords) -> EncodedSet {
         let question = u16::from_be_bytes(POINTER_TO_QUESTION);
         let mut known = KnownNames::for_owner(self.owner);
         let base = self.answer_base();
@@ -761,7 +904,7 @@ impl Encoder<'_> {
         )
     }
 
-    fn nameserver_set(&self) -> RecordSet {
+    fn nameserver_set(&self) -> EncodedSet {
         let question = u16::from_be_bytes(POINTER_TO_QUESTION);
         let mut rdata = b"\x02ns\x03dns".to_vec();
         rdata.extend_from_slice(&question.to_be_bytes());
@@ -802,7 +945,7 @@ impl Encoder<'_> {
 
     /// CNAME, plus for A and AAAA the chased in-zone records: each further alias is owned by a
     /// pointer to the previous CNAME's target, and the final addresses likewise.
-    fn alias_sets(&self, first_target: &[u8], sets: &mut Vec<RecordSet>) {
+    fn alias_sets(&self, first_target: &[u8], sets: &mut Vec<EncodedSet>) {
         let question = u16::from_be_bytes(POINTER_TO_QUESTION);
         let base = self.answer_base();
         let mut cname_only = Vec::new();
@@ -887,15 +1030,15 @@ fn push_record(out: &mut Vec<u8>, owner_pointer: u16, rtype: u16, ttl: u32, rdat
     out.extend_from_slice(rdata);
 }
 
-fn fixed_set(qtype: u16, count: usize, bytes: Vec<u8>, rotate: bool, record_len: u8) -> RecordSet {
+fn fixed_set(qtype: u16, count: usize, bytes: Vec<u8>, rotate: bool, record_len: u8) -> EncodedSet {
     let answer_len = bytes.len();
-    RecordSet {
+    EncodedSet {
         qtype,
         answer_count: count.min(u16::MAX as usize) as u16,
         additional_count: 0,
         rotating_record_len: if rotate && count > 1 { record_len } else { 0 },
         answer_len: answer_len as u32,
-        bytes: bytes.into_boxed_slice(),
+        bytes,
     }
 }
 
@@ -906,19 +1049,19 @@ fn plain_set(
     bytes: Vec<u8>,
     answer_len: usize,
     additional_count: usize,
-) -> RecordSet {
+) -> EncodedSet {
     let answer_len = if answer_len == 0 {
         bytes.len()
     } else {
         answer_len
     };
-    RecordSet {
+    EncodedSet {
         qtype,
         answer_count: count.min(u16::MAX as usize) as u16,
         additional_count: additional_count.min(u16::MAX as usize) as u16,
         rotating_record_len: 0,
         answer_len: answer_len as u32,
-        bytes: bytes.into_boxed_slice(),
+        bytes,
     }
 }
 

@@ -136,6 +136,12 @@ impl Question {
         }
     }
 
+    /// Whether `offset` (within the name) is where a label, or the root, starts.
+    pub fn is_label_start(&self, offset: usize) -> bool {
+        offset + 1 == self.name_len as usize
+            || self.label_starts[..self.label_count as usize].contains(&(offset as u8))
+    }
+
     /// Label `index` (0 = leftmost), lower-cased, without its length byte.
     pub fn label(&self, index: usize) -> &[u8] {
         let start = self.label_start(index);
