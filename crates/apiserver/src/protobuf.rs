@@ -2144,6 +2144,102 @@ mod tests {
         assert!(seen.len() > 100, "only {} messages reachable", seen.len());
     }
 
+    /// An object with every field of `message` set to a non-zero sample of its kind.
+    fn sample_object(message: &'static Message, object: &mut Map<String, Value>) {
+        for field in message.fields {
+            let sample = |kind: Kind| match kind {
+                Kind::Str => json!("x"),
+                Kind::Int32 | Kind::Int64 => json!(7),
+                Kind::Bool => json!(true),
+                Kind::Time => json!("2024-01-02T03:04:05Z"),
+                Kind::IntOrString => json!(8080),
+                Kind::Quantity => json!("1Gi"),
+                Kind::Message(nested) => {
+                    let mut object = Map::new();
+                    sample_object(nested, &mut object);
+                    Value::Object(object)
+                }
+            };
+            match field.cardinality {
+                Cardinality::Single(_) => {
+                    object.insert(field.json_name.into(), sample(field.kind));
+                }
+                Cardinality::Repeated => {
+                    object.insert(field.json_name.into(), json!([sample(field.kind)]));
+                }
+                Cardinality::Map => {
+                    object.insert(field.json_name.into(), json!({"key": sample(field.kind)}));
+                }
+                Cardinality::Inline => {
+                    if let Kind::Message(nested) = field.kind {
+                        sample_object(nested, object);
+                    }
+                }
+            }
+        }
+    }
+
+    fn differing_paths(path: &str, sent: &Value, returned: &Value, out: &mut Vec<String>) {
+        match (sent, returned) {
+            (Value::Object(sent), Value::Object(returned)) => {
+                for (key, value) in sent {
+                    let child = format!("{path}.{key}");
+                    match returned.get(key) {
+                        Some(other) => differing_paths(&child, value, other, out),
+                        None => out.push(format!("{child} (dropped)")),
+                    }
+                }
+                // k8s-openapi writes the type meta of embedded resources (claim templates).
+                let added = returned.keys().filter(|key| {
+                    !sent.contains_key(*key) && !matches!(key.as_str(), "apiVersion" | "kind")
+                });
+                for key in added {
+                    out.push(format!("{path}.{key} (added)"));
+                }
+            }
+            (Value::Array(sent), Value::Array(returned)) if sent.len() == returned.len() => {
+                for (index, (value, other)) in sent.iter().zip(returned).enumerate() {
+                    differing_paths(&format!("{path}[{index}]"), value, other, out);
+                }
+            }
+            _ if sent == returned => {}
+            _ => out.push(format!("{path}: sent {sent}, got {returned}")),
+        }
+    }
+
+    fn round_trips_through<T>(api_version: &str, kind: &str)
+    where
+        T: serde::de::DeserializeOwned + serde::Serialize,
+    {
+        let mut object = Map::new();
+        object.insert("apiVersion".into(), json!(api_version));
+        object.insert("kind".into(), json!(kind));
+        sample_object(schema::root(api_version, kind).unwrap(), &mut object);
+        let object = Value::Object(object);
+        let typed: T = serde_json::from_value(object.clone())
+            .unwrap_or_else(|error| panic!("{kind}: {error}"));
+        let round_trip = serde_json::to_value(&typed).unwrap();
+        let mut differences = Vec::new();
+        differing_paths("", &object, &round_trip, &mut differences);
+        assert!(
+            differences.is_empty(),
+            "{kind}: the table's JSON name or kind is wrong at {differences:?}"
+        );
+    }
+
+    /// Every field in the tables, at every depth, has the JSON name and value type of the
+    /// k8s-openapi types: a wrong name would not survive the round trip.
+    #[test]
+    fn table_json_names_and_kinds_match_the_typed_api() {
+        use hollow_types::k8s_openapi::api::{apps::v1 as apps, core::v1 as core};
+        round_trips_through::<apps::Deployment>("apps/v1", "Deployment");
+        round_trips_through::<apps::StatefulSet>("apps/v1", "StatefulSet");
+        round_trips_through::<apps::ReplicaSet>("apps/v1", "ReplicaSet");
+        round_trips_through::<core::Pod>("v1", "Pod");
+        round_trips_through::<core::Service>("v1", "Service");
+        round_trips_through::<core::Namespace>("v1", "Namespace");
+    }
+
     proptest! {
         #[test]
         fn random_bytes_never_panic(
