@@ -110,12 +110,15 @@ pub fn managed_selector(service: &Service) -> Option<&BTreeMap<String, String>> 
         .filter(|selector| !selector.is_empty())
 }
 
+/// The pods carrying one label pair, by name.
+type PodsByName = HashMap<String, Arc<Pod>>;
+
 /// Pods indexed by namespace and label pair, so that finding a Service's candidates does
 /// not scan every pod of the namespace (the cold-start cost with thousands of Services).
 /// Kept up to date one pod at a time by the controller.
 #[derive(Debug, Default)]
 pub struct PodIndex {
-    by_label: HashMap<String, HashMap<(String, String), HashMap<String, Arc<Pod>>>>,
+    by_label: HashMap<String, HashMap<(String, String), PodsByName>>,
     indexed_labels: HashMap<(String, String), BTreeMap<String, String>>,
 }
 
@@ -174,7 +177,7 @@ impl PodIndex {
         let Some(by_pair) = self.by_label.get(meta::namespace(&service.metadata)) else {
             return Vec::new();
         };
-        let mut rarest: Option<&HashMap<String, Arc<Pod>>> = None;
+        let mut rarest: Option<&PodsByName> = None;
         for (key, value) in selector {
             let Some(pods) = by_pair.get(&(key.clone(), value.clone())) else {
                 return Vec::new();
