@@ -21,6 +21,7 @@
 use std::cell::RefCell;
 
 use hollow_types::k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use hollow_types::k8s_openapi::api::autoscaling::v1::Scale;
 use hollow_types::k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
 use hollow_types::k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::value::BorrowedStrDeserializer;
@@ -31,7 +32,9 @@ use serde_json::{Map, Value};
 /// The JSON paths of the fields in `object` that kind `kind`'s schema does not have, e.g.
 /// `spec.foo` or `spec.template.spec.containers[0].imagePullPolcy`.
 ///
-/// Kinds outside the served set have no schema here and report nothing. A value of the wrong
+/// Kinds: Namespace, Node, Pod, Service, Endpoints, Event, EndpointSlice, Deployment, ReplicaSet,
+/// StatefulSet and the `scale` subresource's Scale. Other kinds have no schema here and report
+/// nothing. A value of the wrong
 /// type (say `replicas: "two"`) ends the walk: the fields found before it are returned, and the
 /// type error itself is for the normal decoding to report.
 pub fn unknown_fields(kind: &str, object: &Value) -> Vec<String> {
@@ -54,6 +57,7 @@ pub fn unknown_fields(kind: &str, object: &Value) -> Vec<String> {
         "Deployment" => Deployment::deserialize(root).map(drop),
         "ReplicaSet" => ReplicaSet::deserialize(root).map(drop),
         "StatefulSet" => StatefulSet::deserialize(root).map(drop),
+        "Scale" => Scale::deserialize(root).map(drop),
         _ => Ok(()),
     };
     unknown.into_inner()
@@ -407,6 +411,8 @@ mod tests {
                     },
                 },
                 "volumeClaimTemplates": [{
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
                     "metadata": {"name": "www", "creationTimestamp": null},
                     "spec": {
                         "accessModes": ["ReadWriteOnce"],
@@ -649,6 +655,14 @@ mod tests {
             unknown_fields("ReplicaSet", &replicaset),
             ["metadata.ownerReferences[0].owner"]
         );
+    }
+
+    #[test]
+    fn scale_subresource_bodies() {
+        let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {"name": "web", "resourceVersion": "7"},
+            "spec": {"replicas": 3, "replica": 3}, "status": {"replicas": 1, "selector": "app=web"}});
+        assert_eq!(unknown_fields("Scale", &scale), ["spec.replica"]);
     }
 
     #[test]
