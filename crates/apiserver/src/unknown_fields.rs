@@ -34,9 +34,8 @@ use serde_json::{Map, Value};
 ///
 /// Kinds: Namespace, Node, Pod, Service, Endpoints, Event, EndpointSlice, Deployment, ReplicaSet,
 /// StatefulSet and the `scale` subresource's Scale. Other kinds have no schema here and report
-/// nothing. A value of the wrong
-/// type (say `replicas: "two"`) ends the walk: the fields found before it are returned, and the
-/// type error itself is for the normal decoding to report.
+/// nothing. A value of the wrong type (say `replicas: "two"`) ends the walk: the fields found
+/// before it are returned, and the type error itself is for the normal decoding to report.
 pub fn unknown_fields(kind: &str, object: &Value) -> Vec<String> {
     let unknown = RefCell::new(Vec::new());
     let root = Tracked {
