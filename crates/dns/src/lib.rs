@@ -26,6 +26,7 @@
 //! # Entry points
 //!
 //! * [`run`] — watch an API server through a [`kube::Client`] and serve until shutdown.
+//! * [`watch`] — the same into a [`DnsServer`] you started (to learn its bound address).
 //! * [`DnsServer::start`] + [`DnsServer::publish`] — serve snapshots you build yourself with
 //!   [`Snapshot::build`] from a [`ClusterState`]; what the tests and the benchmark use.
 //!
@@ -47,7 +48,7 @@ use std::time::Duration;
 pub use records::{ClusterState, PodMode, RecordSettings};
 pub use server::{DnsServer, ServerSettings};
 pub use snapshot::{Snapshot, SnapshotSettings};
-pub use watch::run;
+pub use watch::{run, watch};
 
 /// Where names outside the cluster zone are sent.
 #[derive(Clone, Debug, PartialEq, Eq)]

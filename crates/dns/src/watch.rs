@@ -50,18 +50,33 @@ where
     (store, task)
 }
 
-/// Runs the DNS server against the API server `client` talks to, until `shutdown` resolves.
+/// Runs the DNS server against the API server `client` talks to, until `shutdown` resolves:
+/// binds [`DnsConfig::listen`] (SERVFAIL in the zone until the first full sync), then
+/// [`watch`]es the cluster into it.
 pub async fn run(
     config: DnsConfig,
     client: kube::Client,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let snapshot_settings = config.snapshot_settings();
     let server = DnsServer::start(
         config.server_settings()?,
-        Snapshot::unsynced(&snapshot_settings),
+        Snapshot::unsynced(&config.snapshot_settings()),
     )
     .await?;
+    let result = watch(&server, client, &config, shutdown).await;
+    server.shutdown().await;
+    result
+}
+
+/// Keeps `server` answering from the cluster `client` talks to until `shutdown` resolves.
+/// The server keeps its current snapshot until every watch has listed once.
+pub async fn watch(
+    server: &DnsServer,
+    client: kube::Client,
+    config: &DnsConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let snapshot_settings = config.snapshot_settings();
     let changed = Arc::new(Notify::new());
     let (services, services_task) = spawn_reflector(
         Api::<Service>::all(client.clone()),
@@ -96,7 +111,7 @@ pub async fn run(
             pods.wait_until_ready().await.ok();
         }
     };
-    let result = tokio::select! {
+    tokio::select! {
         _ = synced => {
             loop {
                 let state = ClusterState {
@@ -119,15 +134,14 @@ pub async fn run(
                 }
                 tokio::select! {
                     _ = changed.notified() => tokio::time::sleep(config.rebuild_debounce).await,
-                    _ = &mut shutdown => break Ok(()),
+                    _ = &mut shutdown => break,
                 }
             }
         }
-        _ = &mut shutdown => Ok(()),
-    };
+        _ = &mut shutdown => {}
+    }
     for task in tasks {
         task.abort();
     }
-    server.shutdown().await;
-    result
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! (the example cluster of dns-spec.md §1), queried with the real `dig` over UDP and TCP.
 //! Each test follows one section of the checklist.
 
+mod api;
 mod dig;
 mod upstream;
 
