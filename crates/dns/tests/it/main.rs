@@ -664,3 +664,39 @@ async fn metrics_endpoint() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_queries_is_answered_in_full() {
+    let server = start(&config(), &example::cluster()).await;
+    let address = server.udp_addr();
+    let answered = tokio::task::spawn_blocking(move || {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        // More than one receive batch, sent before the server can drain any of it.
+        for id in 0..100u16 {
+            let mut query = id.to_be_bytes().to_vec();
+            query.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+            query.extend_from_slice(
+                b"\x03api\x07default\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01",
+            );
+            socket.send_to(&query, address).unwrap();
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut buffer = [0u8; 512];
+        while let Ok(len) = socket.recv(&mut buffer) {
+            assert_eq!(buffer[3] & 0xF, 0, "NOERROR");
+            assert_eq!(&buffer[len - 4..len], &[10, 96, 10, 20]);
+            seen.insert(u16::from_be_bytes([buffer[0], buffer[1]]));
+            if seen.len() == 100 {
+                break;
+            }
+        }
+        seen.len()
+    })
+    .await
+    .unwrap();
+    assert_eq!(answered, 100);
+    server.shutdown().await;
+}
