@@ -158,6 +158,10 @@ impl ApiError {
         )
     }
 
+    pub fn unsupported_media_type_because(message: impl Into<String>) -> Self {
+        ApiError::new(415, "UnsupportedMediaType", message)
+    }
+
     pub fn too_large(limit: usize) -> Self {
         ApiError::new(
             413,

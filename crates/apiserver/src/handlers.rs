@@ -30,6 +30,8 @@ pub struct Reply {
     pub status: StatusCode,
     pub content_type: &'static str,
     pub body: Bytes,
+    /// `Warning` headers (unknown fields under `fieldValidation=Warn`).
+    pub warnings: Vec<String>,
 }
 
 impl Reply {
@@ -38,6 +40,7 @@ impl Reply {
             status,
             content_type: "application/json",
             body,
+            warnings: Vec::new(),
         }
     }
 
@@ -121,6 +124,7 @@ pub fn render_one(resource: &ResourceInfo, stored: Bytes, format: Format) -> Api
                 status: StatusCode::OK,
                 content_type: TABLE_CONTENT_TYPE,
                 body: to_bytes(&table),
+                warnings: Vec::new(),
             })
         }
         Format::Metadata => {
@@ -345,6 +349,7 @@ fn list(
                 status: StatusCode::OK,
                 content_type: TABLE_CONTENT_TYPE,
                 body: to_bytes(&table),
+                warnings: Vec::new(),
             })
         }
         Format::Metadata => {
@@ -478,8 +483,37 @@ async fn create(
     body: &Bytes,
 ) -> ApiResult<Reply> {
     let object = decode_body(headers, body)?;
+    let warnings = field_validation(path.resource, query, &object)?;
     let (status, stored) = create_object(state, path, query, object).await?;
-    Ok(Reply::json(status, stored))
+    let mut reply = Reply::json(status, stored);
+    reply.warnings = warnings;
+    Ok(reply)
+}
+
+/// `fieldValidation`: unknown fields are refused (`Strict`), reported as `Warning` headers
+/// (`Warn`, the default), or ignored (`Ignore`).
+fn field_validation(
+    resource: &ResourceInfo,
+    query: &QueryOptions,
+    object: &Value,
+) -> ApiResult<Vec<String>> {
+    let mode = query.field_validation.as_deref().unwrap_or("Warn");
+    if mode == "Ignore" {
+        return Ok(Vec::new());
+    }
+    let unknown = crate::unknown_fields::unknown_fields(resource.kind, object);
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    match mode {
+        "Strict" => Err(ApiError::bad_request(
+            crate::unknown_fields::bad_request_message(resource.kind, resource.version, &unknown),
+        )),
+        "Warn" => Ok(crate::unknown_fields::warning_headers(&unknown)),
+        other => Err(ApiError::bad_request(format!(
+            "fieldValidation must be one of Ignore, Warn or Strict, not {other:?}"
+        ))),
+    }
 }
 
 /// Creates an object from a decoded body; shared by POST and create-on-apply.
@@ -602,6 +636,7 @@ async fn update(
         }
     }
     let expected = requested_revision(&object, resource, &name)?;
+    let warnings = field_validation(resource, query, &object)?;
     let part = part_of(path);
     let stored = write_with_retry(
         state,
@@ -612,7 +647,9 @@ async fn update(
         part,
     )
     .await?;
-    Ok(Reply::json(StatusCode::OK, stored))
+    let mut reply = Reply::json(StatusCode::OK, stored);
+    reply.warnings = warnings;
+    Ok(reply)
 }
 
 /// Read-modify-write with compare-and-swap: `change` builds the new object from the current

@@ -41,10 +41,12 @@ pub mod namespaces;
 pub mod negotiate;
 pub mod object;
 pub mod patch;
+pub mod protobuf;
 pub mod request;
 pub mod service;
 pub mod strategy;
 pub mod table;
+pub mod unknown_fields;
 pub mod watch;
 pub mod workload;
 
@@ -304,7 +306,13 @@ async fn resource_request(state: &State, request: Request) -> ApiResult<Response
         &body,
     )
     .await?;
-    Ok(bytes_reply(reply.status, reply.content_type, reply.body))
+    let mut response = bytes_reply(reply.status, reply.content_type, reply.body);
+    for warning in reply.warnings {
+        if let Ok(value) = HeaderValue::from_str(&warning) {
+            response.headers_mut().append("warning", value);
+        }
+    }
+    Ok(response)
 }
 
 fn serde_urlencoded_options(query: &str) -> ApiResult<QueryOptions> {

@@ -84,6 +84,17 @@ pub fn decode_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
                 ApiError::bad_request(format!("error converting YAML to JSON: {error}"))
             })?
         }
+        "application/vnd.kubernetes.protobuf" => {
+            crate::protobuf::decode(body).map_err(|error| {
+                if error.is_unsupported() {
+                    ApiError::unsupported_media_type_because(error.to_string())
+                } else {
+                    ApiError::bad_request(format!(
+                        "the protobuf body could not be decoded: {error}"
+                    ))
+                }
+            })?
+        }
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !value.is_object() {

@@ -29,6 +29,8 @@ pub struct Hollow {
     /// Keeps the temporary data directory alive (when the test did not pass its own).
     _temp: Option<TempDir>,
     pub api_address: SocketAddr,
+    /// The cluster DNS server's UDP and TCP address.
+    pub dns_address: SocketAddr,
     pub kubeconfig: PathBuf,
     extra_args: Vec<String>,
 }
@@ -45,7 +47,17 @@ impl Hollow {
 
     /// Starts `hollow up` on an existing data directory (restart tests).
     pub fn start_in(binary: impl AsRef<Path>, data_dir: &Path, extra_args: &[&str]) -> Hollow {
-        let extra_args: Vec<String> = extra_args.iter().map(|arg| arg.to_string()).collect();
+        let mut extra_args: Vec<String> = extra_args.iter().map(|arg| arg.to_string()).collect();
+        let dns_address = match extra_args.iter().position(|arg| arg == "--dns-listen") {
+            Some(index) => extra_args[index + 1]
+                .parse()
+                .expect("--dns-listen takes an address"),
+            None => {
+                let address = free_udp_and_tcp_port();
+                extra_args.extend(["--dns-listen".to_string(), address.to_string()]);
+                address
+            }
+        };
         let (child, api_address) = spawn_up(binary.as_ref(), data_dir, &extra_args);
         Hollow {
             child: Some(child),
@@ -53,6 +65,7 @@ impl Hollow {
             data_dir: data_dir.to_path_buf(),
             _temp: None,
             api_address,
+            dns_address,
             kubeconfig: data_dir.join("kubeconfig"),
             extra_args,
         }
@@ -93,10 +106,44 @@ impl Hollow {
     }
 }
 
+impl Hollow {
+    /// Asks hollow to stop (SIGTERM), as a user's Ctrl-C does, so it stops its pods'
+    /// processes; kills it if it has not exited after `patience`.
+    pub fn stop(&mut self, patience: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 impl Drop for Hollow {
     fn drop(&mut self) {
-        self.kill();
+        self.stop(Duration::from_secs(40));
     }
+}
+
+/// A loopback port free for both UDP and TCP right now (a DNS server needs both).
+pub fn free_udp_and_tcp_port() -> SocketAddr {
+    for _ in 0..100 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("binding a UDP port");
+        let address = udp.local_addr().expect("a bound address");
+        if std::net::TcpListener::bind(address).is_ok() {
+            return address;
+        }
+    }
+    panic!("no loopback port was free for both UDP and TCP");
 }
 
 /// Runs `hollow up --api-listen 127.0.0.1:0` and reads the bound address from its output.

@@ -3,7 +3,7 @@
 use hollow_testkit::http_request;
 use serde_json::Value;
 
-use crate::start_hollow;
+use crate::start_control_plane;
 
 fn status_of(body: &[u8]) -> Value {
     let status: Value = serde_json::from_slice(body)
@@ -15,7 +15,7 @@ fn status_of(body: &[u8]) -> Value {
 
 #[test]
 fn bad_requests_get_a_status_and_the_server_keeps_serving() {
-    let hollow = start_hollow();
+    let hollow = start_control_plane();
     let address = hollow.api_address;
     let post = |path: &str, content_type: &str, body: &[u8]| {
         http_request(address, "POST", path, Some(content_type), body).unwrap()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hollow_testkit::{Hollow, http_request};
 
-use crate::start_hollow;
+use crate::start_control_plane;
 
 fn resource_version(hollow: &Hollow, path: &str) -> u64 {
     let (status, body) = http_request(hollow.api_address, "GET", path, None, b"").unwrap();
@@ -19,7 +19,7 @@ fn resource_version(hollow: &Hollow, path: &str) -> u64 {
 
 #[test]
 fn objects_and_revisions_survive_a_restart() {
-    let mut hollow = start_hollow();
+    let mut hollow = start_control_plane();
     let kubectl = hollow.kubectl();
     let files = hollow_testkit::TempDir::new().unwrap();
     let namespace = hollow_testkit::write_file(
@@ -47,7 +47,7 @@ fn objects_and_revisions_survive_a_restart() {
 
 #[test]
 fn kill_9_during_concurrent_creates_loses_no_acknowledged_write() {
-    let mut hollow = start_hollow();
+    let mut hollow = start_control_plane();
     let address = hollow.api_address;
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
     let next = Arc::new(AtomicUsize::new(0));

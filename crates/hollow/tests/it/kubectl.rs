@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hollow_testkit::{Kubectl, TempDir, wait_for, write_file};
 
-use crate::start_hollow;
+use crate::start_control_plane;
 
 const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n";
 
@@ -56,7 +56,7 @@ spec:
 
 #[test]
 fn api_resources_lists_every_resource_with_its_short_name() {
-    let hollow = start_hollow();
+    let hollow = start_control_plane();
     let output = hollow.kubectl().ok(["api-resources", "--no-headers"]);
     let rows: Vec<Vec<&str>> = output
         .lines()
@@ -105,7 +105,7 @@ fn api_resources_lists_every_resource_with_its_short_name() {
 
 #[test]
 fn older_kubectl_discovers_through_v2beta1() {
-    let hollow = start_hollow();
+    let hollow = start_control_plane();
     let kubectl = Kubectl::version("1.27", &hollow.kubeconfig);
     let output = kubectl.ok(["api-resources", "--no-headers"]);
     assert!(output.contains("statefulsets"), "{output}");
@@ -131,7 +131,7 @@ fn older_kubectl_discovers_through_v2beta1() {
 
 #[test]
 fn create_get_watch_delete_with_kubectl() {
-    let hollow = start_hollow();
+    let hollow = start_control_plane();
     let kubectl = hollow.kubectl();
     let files = TempDir::new().unwrap();
     let namespace = write_file(files.path(), "namespace.yaml", NAMESPACE);
@@ -289,7 +289,7 @@ fn create_get_watch_delete_with_kubectl() {
 
 #[test]
 fn kubectl_reports_missing_namespaces_and_objects() {
-    let hollow = start_hollow();
+    let hollow = start_control_plane();
     let kubectl = hollow.kubectl();
     let error = kubectl.fails(["get", "svc", "nope"]);
     assert!(error.contains(r#"services "nope" not found"#), "{error}");
