@@ -378,3 +378,83 @@ fn service_allocation_rules_answer_422_and_leak_nothing() {
     let unnamed = service("unnamed", "  ports:\n  - port: 80\n  - port: 81\n");
     assert!(stderr(create(&unnamed)).contains("spec.ports[0].name: Required value"));
 }
+
+#[test]
+fn create_generators_expose_dry_run_and_strict_validation() {
+    let hollow = start_control_plane();
+    let kubectl = hollow.kubectl();
+    // kubectl 1.32 sends these bodies as protobuf.
+    kubectl.ok(["create", "namespace", "shop"]);
+    kubectl.ok([
+        "create",
+        "deployment",
+        "nginx",
+        "--image",
+        "nginx:latest",
+        "--replicas",
+        "2",
+    ]);
+    let deployment = json(&kubectl, &["get", "deployment", "nginx"]);
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:latest"
+    );
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    kubectl.ok([
+        "create",
+        "service",
+        "nodeport",
+        "np",
+        "--tcp=80:8080",
+        "--node-port=30080",
+    ]);
+    assert_eq!(
+        json(&kubectl, &["get", "svc", "np"])["spec"]["ports"][0]["nodePort"],
+        30080
+    );
+
+    kubectl.ok([
+        "expose",
+        "deployment/nginx",
+        "--name",
+        "nginx-headless",
+        "--port",
+        "80",
+        "--cluster-ip",
+        "None",
+    ]);
+    let headless = json(&kubectl, &["get", "svc", "nginx-headless"]);
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    assert_eq!(headless["spec"]["selector"]["app"], "nginx");
+    let rows = kubectl.ok(["get", "svc", "nginx-headless", "--no-headers"]);
+    let row: Vec<&str> = rows.split_whitespace().collect();
+    assert_eq!(
+        &row[..5],
+        ["nginx-headless", "ClusterIP", "None", "<none>", "80/TCP"]
+    );
+
+    // Server-side dry run writes nothing.
+    let files = TempDir::new().unwrap();
+    let dry = write_file(
+        files.path(),
+        "dry.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: dry\nspec:\n  ports:\n  - port: 80\n",
+    );
+    let output = kubectl.ok(["apply", "--dry-run=server", "-f", dry.to_str().unwrap()]);
+    assert!(output.contains("(server dry run)"), "{output}");
+    assert!(kubectl.fails(["get", "svc", "dry"]).contains("NotFound"));
+
+    // kubectl validates on the server: a typo is refused with kube-apiserver's message.
+    let typo = write_file(
+        files.path(),
+        "typo.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: typo\nspec:\n  selectr:\n    app: x\n  ports:\n  - port: 80\n",
+    );
+    let error = kubectl.fails(["apply", "-f", typo.to_str().unwrap()]);
+    assert!(
+        error.contains(r#"strict decoding error: unknown field "spec.selectr""#),
+        "{error}"
+    );
+    assert!(kubectl.fails(["get", "svc", "typo"]).contains("NotFound"));
+}
