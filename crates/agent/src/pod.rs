@@ -274,7 +274,7 @@ pub async fn run_pod(shared: Arc<Shared>, ip: Ipv4Addr, mut inputs: Inputs, reco
                 worker.pod = inputs.pod.borrow_and_update().clone();
                 worker.publish();
             }
-            _ = &mut inputs.gone => {
+            Ok(()) = &mut inputs.gone => {
                 worker.remove_everything().await;
                 return;
             }
@@ -838,7 +838,7 @@ impl Worker {
         );
         tokio::select! {
             _ = stopping => {}
-            _ = &mut *gone => {
+            Ok(()) = &mut *gone => {
                 self.remove_everything_now(&records).await;
                 return;
             }
@@ -870,14 +870,25 @@ impl Worker {
         self.remove_directory().await;
     }
 
+    /// Stops probes, watchers and timers; returns every process group of the pod, including
+    /// ones only its PID files know (a pod deleted while the agent was away).
     fn stop_all_tasks(&mut self) -> Vec<ProcessRecord> {
-        self.slots
+        let mut records: Vec<ProcessRecord> = self
+            .slots
             .iter_mut()
             .filter_map(|slot| {
                 slot.stop_tasks();
                 slot.process.take()
             })
-            .collect()
+            .collect();
+        if !self.shared.simulate {
+            for (_, record) in process::pid_files(&self.directory) {
+                if !records.iter().any(|known| known.pid == record.pid) {
+                    records.push(record);
+                }
+            }
+        }
+        records
     }
 
     async fn remove_everything(&mut self) {

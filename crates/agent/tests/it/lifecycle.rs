@@ -16,6 +16,7 @@ fn sleeper(name: &str, seconds: &str) -> Container {
 
 #[tokio::test]
 async fn a_restarted_agent_adopts_its_processes_and_kills_orphans() {
+    let _cleanup = KillOnDrop(&["sleep 3604", "sleep 3605", "sleep 3607"]);
     let server = Server::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();
@@ -24,8 +25,14 @@ async fn a_restarted_agent_adopts_its_processes_and_kills_orphans() {
     let agent = Agent::start(client.clone(), config.clone());
     create(&client, &pod("keep", "n1", sleeper("keep", "3604"))).await;
     create(&client, &pod("orphan", "n1", sleeper("orphan", "3605"))).await;
+    create(
+        &client,
+        &pod("terminating", "n1", sleeper("terminating", "3607")),
+    )
+    .await;
     let keep = wait_for(&client, "keep", "Ready", is_ready).await;
     wait_for(&client, "orphan", "Ready", is_ready).await;
+    wait_for(&client, "terminating", "Ready", is_ready).await;
     let kept = processes_with("sleep 3604");
     assert_eq!(kept.len(), 1);
     agent.stop().await;
@@ -42,9 +49,18 @@ async fn a_restarted_agent_adopts_its_processes_and_kills_orphans() {
         .await
         .unwrap();
     wait_until_gone(&client, "orphan").await;
+    // Another is deleted gracefully: it waits for an agent to stop its process.
+    pods.delete("terminating", &DeleteParams::default())
+        .await
+        .unwrap();
+    let marked = pods.get("terminating").await.unwrap();
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(processes_with("sleep 3607").len(), 1);
 
     let agent = Agent::start(client.clone(), config.clone());
     wait_no_processes("sleep 3605").await;
+    wait_until_gone(&client, "terminating").await;
+    assert!(processes_with("sleep 3607").is_empty());
     // The kept pod's process is the same one, with no restart and the same address.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let again = wait_for(&client, "keep", "Ready", is_ready).await;
@@ -61,6 +77,7 @@ async fn a_restarted_agent_adopts_its_processes_and_kills_orphans() {
 
 #[tokio::test]
 async fn a_failing_liveness_probe_restarts_the_container() {
+    let _cleanup = KillOnDrop(&["sleep 3606"]);
     let server = Server::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();

@@ -227,6 +227,23 @@ pub fn processes_with(marker: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Kills, when dropped, every process carrying one of its markers: a failing test must not
+/// leave its processes behind (the agents in some tests deliberately leave them running).
+pub struct KillOnDrop(pub &'static [&'static str]);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for marker in self.0 {
+            for pid in processes_with(marker) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 /// Waits until no process carries `marker`.
 pub async fn wait_no_processes(marker: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;

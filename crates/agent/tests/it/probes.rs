@@ -34,6 +34,7 @@ fn http_server_container() -> Container {
 
 #[tokio::test]
 async fn an_http_server_becomes_ready_restarts_when_killed_and_leaves_nothing_behind() {
+    let _cleanup = KillOnDrop(&["http.server --bind 127.246."]);
     let server = Server::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();
@@ -114,6 +115,7 @@ async fn an_http_server_becomes_ready_restarts_when_killed_and_leaves_nothing_be
 
 #[tokio::test]
 async fn an_exec_readiness_probe_follows_a_file() {
+    let _cleanup = KillOnDrop(&["sleep 3601"]);
     let server = Server::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();
@@ -156,6 +158,7 @@ async fn an_exec_readiness_probe_follows_a_file() {
 
 #[tokio::test]
 async fn bad_input_ends_in_kubelet_like_status() {
+    let _cleanup = KillOnDrop(&["sleep 3602", "sleep 3603"]);
     let server = Server::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();

@@ -92,3 +92,68 @@ async fn a_thousand_simulated_pods_become_ready() {
     wait_until_gone(&client, "sim-8").await;
     agent.stop().await;
 }
+
+/// Process mode at scale: real processes, each in its own group, all stopped on deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_process_pods_start_and_stop() {
+    const COUNT: usize = 100;
+    let _cleanup = KillOnDrop(&["sleep 3608"]);
+    let server = Server::start().await;
+    let client = server.client();
+    let data = TempDir::new().unwrap();
+    let container = Container {
+        name: "sleep".into(),
+        command: strings(&["sleep", "3608"]),
+        ..Container::default()
+    };
+    futures::stream::iter(0..COUNT)
+        .map(|index| {
+            let client = client.clone();
+            let pod = pod(&format!("proc-{index}"), "n1", container.clone());
+            async move { create(&client, &pod).await }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), "default");
+    let started = Instant::now();
+    let agent = Agent::start(client.clone(), test_config("n1", data.path()));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let list = pods.list(&Default::default()).await.unwrap();
+        if list.items.iter().filter(|pod| is_ready(pod)).count() == COUNT {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all process pods became Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "process mode: {COUNT} pods Running and Ready in {:.3} s ({:.0} pods/s)",
+        elapsed.as_secs_f64(),
+        COUNT as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(processes_with("sleep 3608").len(), COUNT);
+    pods.delete_collection(&Default::default(), &Default::default())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pods were not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(processes_with("sleep 3608").is_empty());
+    agent.stop().await;
+}
