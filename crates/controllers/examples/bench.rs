@@ -158,6 +158,10 @@ fn main() {
 
     println!("{pod_count} pods over {service_count} services (one namespace)");
     println!(
+        "  pod label index:          {:>8.1} ms",
+        indexing.as_secs_f64() * 1e3
+    );
+    println!(
         "  EndpointSlices from cold: {:>8.1} ms  ({} endpoints listed)",
         slices_cold.as_secs_f64() * 1e3,
         endpoints_listed

@@ -8,23 +8,39 @@
 //! - [`garbage_collector`]: dependents of deleted owners go away (background,
 //!   foreground and orphan propagation).
 //!
+//! Other crates call [`run`]`(client, Options::default(), shutdown)`: it watches the API
+//! server, runs every controller until `shutdown` completes, and needs nothing but a
+//! `kube::Client`, so it runs against a real cluster as well as against hollow's.
+//!
 //! # Layout and data flow
 //!
 //! ```text
 //!  API server ──watch──▶ reflector stores (Arc<T>) ──▶ kube::runtime::Controller
-//!                                                        │ (dedup queue, back-off)
+//!                 (one watch per kind, fanned out)       │ (de-duplicating queue, back-off)
 //!                                                        ▼
 //!                                  pure reconcile(inputs) ──▶ Plan { create, update, … }
 //!                                                                  │
-//!  API server ◀──create/replace/patch/delete────── executor::Executor
+//!  API server ◀──create/replace/patch/delete/events──── executor::Executor
 //! ```
 //!
 //! Every reconciler is a pure function from the object and the related cached objects
-//! to a [`plan::Plan`]; no client, no clock (the time is passed in where a status needs
-//! one). Tests assert on the exact plan. [`run`] wires the reconcilers to kube-rs's
-//! controller runtime, and [`executor::Executor`] applies plans through `kube::Api`.
-//! Controllers talk to the API server only through the Kubernetes API, so they run
-//! against a real cluster as well as against hollow's.
+//! to a [`plan::Plan`]: no client, no clock (the time is passed in where a status needs
+//! one). Tests assert on the exact plan. The private `wiring` module connects the
+//! reconcilers to kube-rs's controller runtime, and [`executor::Executor`] applies plans
+//! through `kube::Api`, recording events for `kubectl describe`.
+//!
+//! # Decisions worth knowing
+//!
+//! - EndpointSlices carry Kubernetes' own `endpointslice.kubernetes.io/managed-by:
+//!   endpointslice-controller.k8s.io` by default (hollow is the controller manager);
+//!   set [`endpointslice::Settings::managed_by`] through [`Options`] to run beside a real
+//!   kube-controller-manager. Slices managed by anyone else are never touched.
+//! - The annotation `service.alpha.kubernetes.io/tolerate-unready-endpoints: "true"`
+//!   still acts as `publishNotReadyAddresses`, although upstream dropped it in 1.24.
+//! - The legacy Endpoints object is owned by its Service (an owner reference), so the
+//!   garbage collector removes it with the Service.
+//! - Revisions of StatefulSets are template hashes rather than ControllerRevision
+//!   objects; see [`statefulset`] and [`deployment`] for what else is left out.
 
 pub mod deployment;
 pub mod endpoints;
