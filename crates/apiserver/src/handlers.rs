@@ -228,51 +228,29 @@ pub fn list_records(
     limit: Option<usize>,
     continue_token: Option<&str>,
 ) -> ApiResult<Listing> {
-    const CHUNK: usize = 1000;
-    let (mut start_after, mut revision) = match continue_token.filter(|text| !text.is_empty()) {
+    let (start_after, token_revision) = match continue_token.filter(|text| !text.is_empty()) {
         Some(text) => {
             let token = decode_continue(text)?;
             (Some(token.start), Some(token.revision))
         }
         None => (None, None),
     };
-    let mut records = Vec::new();
-    let mut more = false;
-    'pages: loop {
-        let chunk = match (limit, filter.is_everything()) {
-            (Some(limit), true) => limit - records.len() + 1,
-            _ => CHUNK,
-        };
-        let page = state
+    // One read snapshot; the filter runs on the stored bytes before anything is copied.
+    let page =
+        state
             .store
-            .list(prefix, start_after.as_deref(), Some(chunk))?;
-        revision.get_or_insert(page.revision);
-        let count = page.records.len();
-        for (index, record) in page.records.into_iter().enumerate() {
-            if let Some(limit) = limit
-                && records.len() == limit
-            {
-                more = index < count || page.more;
-                break 'pages;
-            }
-            start_after = Some(record.key.clone());
-            if filter.matches(&record.key, &record.value) {
-                records.push(record);
-            }
-        }
-        if !page.more {
-            break;
-        }
-    }
-    let revision = revision.unwrap_or_else(|| state.store.current_revision());
-    let continue_token = if more {
-        Some(encode_continue(&ContinueToken {
+            .list_matching(prefix, start_after.as_deref(), limit, &mut |key, value| {
+                filter.matches(key, value)
+            })?;
+    let revision = token_revision.unwrap_or(page.revision);
+    let continue_token = match (page.more, page.records.last()) {
+        (true, Some(last)) => Some(encode_continue(&ContinueToken {
             revision,
-            start: start_after.unwrap_or_default(),
-        }))
-    } else {
-        None
+            start: last.key.clone(),
+        })),
+        _ => None,
     };
+    let records = page.records;
     Ok(Listing {
         records,
         revision,

@@ -179,3 +179,68 @@ async fn an_expired_watch_gets_an_in_stream_410_and_the_watcher_relists() {
         other => panic!("expected the new pod, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn lists_page_with_limit_and_continue_and_filter_by_label() {
+    let server = Server::start(StoreOptions::default()).await;
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    for index in 0..7 {
+        let mut object = pod(&format!("p{index}"));
+        if index % 2 == 1 {
+            object
+                .metadata
+                .labels
+                .as_mut()
+                .unwrap()
+                .insert("odd".into(), "yes".into());
+        }
+        pods.create(&PostParams::default(), &object).await.unwrap();
+    }
+    let mut names = Vec::new();
+    let mut params = ListParams::default().limit(3);
+    let mut pages = 0;
+    let mut first_version = None;
+    loop {
+        let page = pods.list(&params).await.unwrap();
+        pages += 1;
+        names.extend(
+            page.items
+                .iter()
+                .filter_map(|pod| pod.metadata.name.clone()),
+        );
+        first_version.get_or_insert(page.metadata.resource_version.clone());
+        assert_eq!(
+            Some(&page.metadata.resource_version),
+            first_version.as_ref(),
+            "every page reports the first page's revision"
+        );
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names, ["p0", "p1", "p2", "p3", "p4", "p5", "p6"]);
+
+    let odd = pods
+        .list(&ListParams::default().labels("odd=yes").limit(2))
+        .await
+        .unwrap();
+    assert_eq!(odd.items.len(), 2);
+    let rest = pods
+        .list(
+            &ListParams::default()
+                .labels("odd=yes")
+                .continue_token(odd.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .unwrap();
+    let mut all: Vec<_> = odd
+        .items
+        .iter()
+        .chain(rest.items.iter())
+        .filter_map(|pod| pod.metadata.name.clone())
+        .collect();
+    all.sort();
+    assert_eq!(all, ["p1", "p3", "p5"]);
+}

@@ -1,4 +1,4 @@
-//! Store benchmark: `cargo run --release -p hollow-store --example bench`.
+//! Store benchmark: `cargo run --release -p hollow-store --example store-bench`.
 //!
 //! Measures, on a redb file in a temporary directory (so every write is fsynced):
 //!
