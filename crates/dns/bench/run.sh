@@ -71,10 +71,6 @@ trap 'exit 130' INT TERM
 server_cpu_ns() { cat /proc/"$SERVER_PID"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
 memory_kib() { awk -v f="$1:" '$1==f{print $2}' /proc/"$SERVER_PID"/status; }
 
-# A fixed mmap threshold (which also turns off glibc's dynamic raising of it) keeps the
-# snapshot's few large allocations out of the heap, so the heap full of YAML-parsing garbage
-# is returned to the kernel once freed instead of staying resident.
-export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=131072}
 t0=$(date +%s.%N)
 nice -n "$NICE" taskset -c "$SERVER_CPU" "$BINARY" "$DATA/k8s/cluster.yaml" "127.0.0.1:$PORT" "$WORKERS" \
     2> "$RESULTS/server.log" &

@@ -2,8 +2,8 @@
 //!
 //! UDP is served by plain OS threads, one per core by default, each blocking on its own
 //! `SO_REUSEPORT` socket bound to the same address: the kernel spreads datagrams over the
-//! sockets, and a worker's loop is receive → [`Snapshot::respond`] → send with no runtime in
-//! between. Each query loads the current snapshot from an [`ArcSwap`] (lock-free) so a rebuild
+//! sockets, and a worker's loop is `recvmmsg` (every waiting datagram, up to 32) →
+//! [`Snapshot::respond`] for each → one `sendmmsg`, with no runtime in between. Each query loads the current snapshot from an [`ArcSwap`] (lock-free) so a rebuild
 //! becomes visible to the very next query. TCP (and the metrics endpoint) run as tokio tasks;
 //! they are the cold path.
 //!

@@ -286,10 +286,7 @@ impl Snapshot {
         let mut sets = Vec::new();
         let mut arena = Vec::new();
         let mut record_total = 0usize;
-        // Sorted so that related names (a service and its endpoints) sit together in the arena.
-        let mut names: Vec<_> = zone_records.names.iter().collect();
-        names.sort_unstable_by(|left, right| left.0.iter().rev().cmp(right.0.iter().rev()));
-        for (name, records) in names {
+        for (name, records) in &zone_records.names {
             let encoder = Encoder {
                 owner: name,
                 zone: zone_records,
