@@ -18,6 +18,7 @@
 //! * [`table`]: `kubectl get` columns per kind.
 //! * [`patch`]: strategic merge, JSON merge and JSON patches.
 //! * [`namespaces`]: the default namespaces and the clean-up of deleted ones.
+//! * [`tls`] and [`auth`]: HTTPS and the bearer token, for listeners off loopback.
 //!
 //! # A request's way through
 //!
@@ -33,6 +34,7 @@
 //! ```
 
 pub mod allocator;
+pub mod auth;
 pub mod discovery;
 pub mod error;
 pub mod filter;
@@ -46,6 +48,7 @@ pub mod request;
 pub mod service;
 pub mod strategy;
 pub mod table;
+pub mod tls;
 pub mod unknown_fields;
 pub mod watch;
 pub mod workload;
@@ -166,6 +169,27 @@ impl ApiServer {
     ) -> Result<(), Error> {
         let cleaner = tokio::spawn(namespaces::run_cleaner(self.state.clone()));
         let result = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        cleaner.abort();
+        result.map_err(Error::Serve)
+    }
+
+    /// Serves HTTPS on an already bound listener until `shutdown` completes. Every request
+    /// but the health probes and `/version` must carry `token` as a bearer token.
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Arc<tls::ServerConfig>,
+        token: auth::BearerToken,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let cleaner = tokio::spawn(namespaces::run_cleaner(self.state.clone()));
+        let router = self.router().layer(axum::middleware::from_fn_with_state(
+            token,
+            auth::require_bearer_token,
+        ));
+        let result = axum::serve(tls::TlsListener::new(listener, tls), router)
             .with_graceful_shutdown(shutdown)
             .await;
         cleaner.abort();

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use hollow_apiserver::{ApiServer, ApiServerConfig};
+use hollow_apiserver::auth::BearerToken;
+use hollow_apiserver::{ApiServer, ApiServerConfig, tls};
 use hollow_store::{Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -30,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run hollow on this machine: API server on the embedded store, controllers and DNS.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Run the controllers alone against an API server.
     Controllers(ClientArgs),
     /// Run the cluster DNS server alone against an API server.
@@ -78,9 +79,31 @@ struct UpArgs {
     /// Where the store and the kubeconfig live.
     #[arg(long, env = "HOLLOW_DATA_DIR", default_value_os_t = default_data_dir())]
     data_dir: PathBuf,
-    /// The API server's address. Plain HTTP without authentication is served on loopback only.
+    /// The API server's address. Plain HTTP without authentication is served on loopback
+    /// only; any other address needs --tls.
     #[arg(long, default_value = "127.0.0.1:6443")]
     api_listen: SocketAddr,
+    /// Serve HTTPS and require a bearer token. A CA and server certificate (in
+    /// <data-dir>/pki) and a token (<data-dir>/token) are generated on first start and reused;
+    /// the kubeconfig carries the CA and the token.
+    #[arg(long)]
+    tls: bool,
+    /// Another name or IP address for the generated server certificate (repeatable); it
+    /// always names 127.0.0.1, localhost and the listen address.
+    #[arg(long = "tls-san", value_name = "NAME_OR_IP", requires = "tls")]
+    tls_sans: Vec<String>,
+    /// Serve this PEM certificate chain (leaf first) instead of a generated one; implies --tls.
+    #[arg(long, requires = "tls_private_key_file", conflicts_with = "tls_sans")]
+    tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of --tls-cert-file.
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// The PEM CA the kubeconfig trusts with --tls-cert-file (default: that chain itself).
+    #[arg(long, requires = "tls_cert_file")]
+    tls_ca_file: Option<PathBuf>,
+    /// Require the token in this file instead of a generated one; implies --tls.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
     /// The range ClusterIPs are allocated from. The default is on loopback so every service
     /// address is usable on this machine without root.
     #[arg(long, default_value = hollow_apiserver::DEFAULT_SERVICE_CIDR)]
@@ -186,7 +209,7 @@ fn main() -> Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         match cli.command {
-            Command::Up(args) => up(args).await,
+            Command::Up(args) => up(*args).await,
             Command::Controllers(args) => {
                 let client = client_from_kubeconfig(args.kubeconfig.as_deref()).await?;
                 hollow_controllers::run(client, hollow_controllers::Options::default(), ctrl_c())
@@ -243,14 +266,12 @@ async fn client_from_kubeconfig(path: Option<&Path>) -> Result<kube::Client> {
     kube::Client::try_from(config).context("building the API client")
 }
 
-/// A client for the API server this process runs.
-fn local_client(address: SocketAddr) -> Result<kube::Client> {
-    let url: http::Uri = format!("http://{address}")
-        .parse()
-        .context("the API address as a URL")?;
-    let mut config = kube::Config::new(url);
-    config.default_namespace = "default".into();
-    kube::Client::try_from(config).context("building the in-process API client")
+/// A client for the API server this process runs, through the kubeconfig `up` wrote for
+/// kubectl: the same address, CA and token.
+async fn local_client(kubeconfig: &Path) -> Result<kube::Client> {
+    client_from_kubeconfig(Some(kubeconfig))
+        .await
+        .context("building the in-process API client")
 }
 
 /// A shutdown future every component can take a copy of.
@@ -262,32 +283,75 @@ fn shutdown_signal(receiver: &watch::Receiver<bool>) -> impl Future<Output = ()>
 }
 
 async fn up(args: UpArgs) -> Result<()> {
-    if !args.api_listen.ip().is_loopback() {
+    let tls_wanted = args.tls || args.tls_cert_file.is_some() || args.token_file.is_some();
+    if !args.api_listen.ip().is_loopback() && !tls_wanted {
         bail!(
-            "--api-listen {} is not a loopback address: hollow serves plain HTTP without authentication, \
-             so it listens on loopback only (TLS with a bearer token is not built yet)",
+            "--api-listen {} is not a loopback address, and plain HTTP without authentication is \
+             served on loopback only. Add --tls to serve HTTPS with a bearer token (a CA, server \
+             certificate and token are generated in the data directory and written into the \
+             kubeconfig; --tls-san adds names to the certificate), or bring your own with \
+             --tls-cert-file, --tls-private-key-file and --token-file",
             args.api_listen
         );
     }
+    // Clients cannot connect to the unspecified address: they get loopback, on the same port.
+    let client_ip = match args.api_listen.ip() {
+        ip if !ip.is_unspecified() => ip,
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+    let tls = if tls_wanted {
+        let certificate = match (&args.tls_cert_file, &args.tls_private_key_file) {
+            (Some(certificate), Some(key)) => {
+                tls::ServingCertificate::from_files(certificate, key, args.tls_ca_file.as_deref())?
+            }
+            _ => {
+                let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+                names.push(args.api_listen.ip().to_string());
+                names.push(client_ip.to_string());
+                names.extend(args.tls_sans.iter().cloned());
+                tls::ensure_self_signed(&args.data_dir.join("pki"), &names)?
+            }
+        };
+        let token = match &args.token_file {
+            Some(path) => BearerToken::read(path)?,
+            None => BearerToken::read_or_generate(&args.data_dir.join("token"))?,
+        };
+        Some((certificate, token))
+    } else {
+        None
+    };
     let store = Store::open_redb(&args.data_dir.join("store.redb"), StoreOptions::default())
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
     let listener = TcpListener::bind(args.api_listen)
         .await
         .with_context(|| format!("binding the API server to {}", args.api_listen))?;
-    let address = listener.local_addr()?;
+    let address = SocketAddr::new(client_ip, listener.local_addr()?.port());
     let config = ApiServerConfig {
         advertise_address: address,
         service_cidr: args.service_cidr,
     };
     let server = ApiServer::with_config(store.clone(), config).await?;
     let kubeconfig = args.data_dir.join("kubeconfig");
-    write_kubeconfig(&kubeconfig, address)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let credentials = tls
+        .as_ref()
+        .map(|(certificate, token)| (certificate.trusted_pem.as_str(), token.as_str()));
+    write_kubeconfig(&kubeconfig, &format!("{scheme}://{address}"), credentials)?;
 
     let (stop, stopping) = watch::channel(false);
-    let api = tokio::spawn(server.serve(listener, shutdown_signal(&stopping)));
-    let client = local_client(address)?;
+    let api = match tls {
+        Some((certificate, token)) => tokio::spawn(server.serve_tls(
+            listener,
+            certificate.config,
+            token,
+            shutdown_signal(&stopping),
+        )),
+        None => tokio::spawn(server.serve(listener, shutdown_signal(&stopping))),
+    };
+    let client = local_client(&kubeconfig).await?;
     let controllers = tokio::spawn(hollow_controllers::run(
         client.clone(),
         hollow_controllers::Options::default(),
@@ -319,7 +383,7 @@ async fn up(args: UpArgs) -> Result<()> {
     };
 
     println!("hollow is up.");
-    println!("  API server: http://{address}");
+    println!("  API server: {scheme}://{address}");
     println!("  kubeconfig: {}", kubeconfig.display());
     println!(
         "  DNS: {} (zone {})",
@@ -361,15 +425,30 @@ async fn up(args: UpArgs) -> Result<()> {
     Ok(())
 }
 
-/// A kubeconfig for kubectl and kube-rs pointing at this server.
-fn write_kubeconfig(path: &Path, address: SocketAddr) -> Result<()> {
+/// A kubeconfig for kubectl and kube-rs pointing at this server; with TLS it carries the CA
+/// to trust and the bearer token, so only its owner may read it.
+fn write_kubeconfig(path: &Path, server: &str, tls: Option<(&str, &str)>) -> Result<()> {
+    use base64::Engine;
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    // Quoted: a hex token such as 12e45... would otherwise read as a YAML number.
+    let (certificate_authority, user) = match tls {
+        Some((ca_pem, token)) => (
+            format!(
+                "\n    certificate-authority-data: \"{}\"",
+                base64::engine::general_purpose::STANDARD.encode(ca_pem)
+            ),
+            format!("\n    token: \"{token}\""),
+        ),
+        None => (String::new(), " {}".to_string()),
+    };
     let text = format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: hollow
   cluster:
-    server: http://{address}
+    server: {server}{certificate_authority}
 contexts:
 - name: hollow
   context:
@@ -379,8 +458,19 @@ contexts:
 current-context: hollow
 users:
 - name: hollow
-  user: {{}}
+  user:{user}
 "
     );
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        // An older kubeconfig may have been readable by others: `mode` only applies on create.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(text.as_bytes())
+    };
+    write().with_context(|| format!("writing {}", path.display()))
 }

@@ -165,7 +165,10 @@ fn spawn_up(binary: &Path, data_dir: &Path, extra_args: &[String]) -> (Child, So
         let mut sender = Some(sender);
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(address) = line.trim().strip_prefix("API server: http://")
+            let line = line.trim();
+            if let Some(address) = line
+                .strip_prefix("API server: http://")
+                .or_else(|| line.strip_prefix("API server: https://"))
                 && let Some(sender) = sender.take()
             {
                 let _ = sender.send(address.to_string());

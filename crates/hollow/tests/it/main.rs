@@ -9,6 +9,7 @@ mod durability;
 mod headless;
 mod kubectl;
 mod processes;
+mod tls;
 
 use hollow_testkit::Hollow;
 
