@@ -405,7 +405,8 @@ async fn up(args: UpArgs) -> Result<()> {
     );
 
     let mut agent = agent;
-    let mut agent_running = true;
+    // Without an agent the task is a pending placeholder: nothing to wait for.
+    let mut agent_running = !args.no_agent;
     tokio::select! {
         _ = ctrl_c() => {}
         result = api => result.context("the API server task")??,
