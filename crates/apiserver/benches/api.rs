@@ -49,10 +49,13 @@ const CREATE_TOTAL: usize = 20_000;
 const STORED_PODS: usize = 10_000;
 const LIST_RUNS: usize = 20;
 const PAGE_SIZE: usize = 500;
-const WATCHERS: usize = 100;
-const WATCHED_WRITES: usize = 2_000;
-/// 500 writes per second.
-const WRITE_PACE: Duration = Duration::from_millis(2);
+/// The watch phase: 100 watchers, 2,000 writes at 500 per second.
+const WATCH_LOAD: WatchLoad = WatchLoad {
+    name: "main",
+    watchers: 100,
+    writes: 2_000,
+    pace: Duration::from_millis(2),
+};
 
 /// Where each phase keeps its pods, so that the phases do not see each other's objects.
 const LIST_NAMESPACE: &str = "bench-list";
@@ -72,13 +75,18 @@ fn main() {
         .expect("building the client runtime");
     let directory = tempfile::tempdir().expect("creating a temporary directory");
     let database = directory.path().join("store.redb");
-    let server = RunningServer::start(&database);
-    let outcome = client_runtime
-        .block_on(async { tokio::time::timeout(RUN_LIMIT, run(&server, &database)).await });
+    let server = RunningServer::start(Some(&database));
+    // The same API server without fsyncs, for the diagnostics: what the HTTP and handler
+    // layers manage when the disk is out of the way.
+    let memory_server = RunningServer::start(None);
+    let outcome = client_runtime.block_on(async {
+        tokio::time::timeout(RUN_LIMIT, run(&server, &memory_server, &database)).await
+    });
     // Watch streams and keep-alive connections would hold a graceful shutdown open: drop the
     // clients first, then give the server a moment and leave regardless.
     client_runtime.shutdown_timeout(Duration::from_secs(2));
     server.stop(Duration::from_secs(5));
+    memory_server.stop(Duration::from_secs(5));
     drop(directory);
     match outcome {
         Ok(report) => {
@@ -100,8 +108,9 @@ struct RunningServer {
 }
 
 impl RunningServer {
-    fn start(database: &Path) -> RunningServer {
-        let database = database.to_path_buf();
+    /// Over a redb file at `database`, or over the memory backend when there is none.
+    fn start(database: Option<&Path>) -> RunningServer {
+        let database = database.map(Path::to_path_buf);
         let (started, started_receiver) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -114,8 +123,11 @@ impl RunningServer {
                     .build()
                     .expect("building the server runtime");
                 runtime.block_on(async move {
-                    let store = Store::open_redb(&database, StoreOptions::default())
-                        .expect("opening the redb store");
+                    let store = match database {
+                        Some(path) => Store::open_redb(&path, StoreOptions::default())
+                            .expect("opening the redb store"),
+                        None => Store::in_memory(StoreOptions::default()),
+                    };
                     let listener = TcpListener::bind("127.0.0.1:0")
                         .await
                         .expect("binding a loopback port");
@@ -157,7 +169,7 @@ impl RunningServer {
 }
 
 /// Runs every phase and returns the results table.
-async fn run(server: &RunningServer, database: &Path) -> String {
+async fn run(server: &RunningServer, memory_server: &RunningServer, database: &Path) -> String {
     let address = server.address;
     let mut report = String::new();
     let _ = writeln!(
@@ -169,15 +181,45 @@ async fn run(server: &RunningServer, database: &Path) -> String {
     );
     for namespace in [LIST_NAMESPACE, CREATE_NAMESPACE, WATCH_NAMESPACE] {
         create_namespace(address, namespace).await;
+        create_namespace(memory_server.address, namespace).await;
     }
     let pod = Arc::new(PodTemplate::new());
 
     // Memory first, while the process holds nothing but an empty store.
+    progress("storing 10,000 pods (memory per pod)");
     let memory = measure_memory(server, database, &pod).await;
+    progress("listing 10,000 pods");
     let lists = measure_lists(address).await;
-    let rss_after_lists = resident_bytes();
+    progress("creates with 16 clients");
+    let cpu_before_creates = thread_cpu();
     let creates = measure_creates(server, &pod).await;
-    let watch = measure_watch_delay(address, &pod).await;
+    let create_cpu = cpu_by_role(&cpu_before_creates, &thread_cpu());
+    progress("write→event delay with 100 watchers");
+    let watch = measure_watch_delay(address, &pod, WATCH_LOAD).await;
+
+    progress("diagnostics");
+    let lone_writes = measure_lone_store_writes(&server.store, &pod).await;
+    let unwatched_load = WatchLoad {
+        name: "unwatched",
+        watchers: 0,
+        writes: 300,
+        ..WATCH_LOAD
+    };
+    let slow_load = WatchLoad {
+        name: "slow",
+        writes: 500,
+        pace: Duration::from_millis(10),
+        ..WATCH_LOAD
+    };
+    let unwatched = measure_watch_delay(address, &pod, unwatched_load).await;
+    let slow_watch = measure_watch_delay(address, &pod, slow_load).await;
+    // The same measurements with no fsync under the API server.
+    let cpu_before_creates = thread_cpu();
+    let memory_creates = measure_creates(memory_server, &pod).await;
+    let memory_create_cpu = cpu_by_role(&cpu_before_creates, &thread_cpu());
+    let memory_watch = measure_watch_delay(memory_server.address, &pod, WATCH_LOAD).await;
+    let memory_unwatched = measure_watch_delay(memory_server.address, &pod, unwatched_load).await;
+    progress("done");
 
     let _ = writeln!(report, "load average at end {}\n", load_average());
     let _ = writeln!(report, "{:<58} {:>24}   goal", "measurement", "result");
@@ -258,7 +300,10 @@ async fn run(server: &RunningServer, database: &Path) -> String {
     );
 
     row(
-        &format!("write→event, {WATCHERS} watchers, p50 / p99"),
+        &format!(
+            "write→event, {} watchers, {:.0} writes/s, p50 / p99",
+            WATCH_LOAD.watchers, watch.writes_per_second
+        ),
         format!(
             "{} / {}",
             millis(percentile(&watch.delays, 0.50)),
@@ -296,12 +341,17 @@ async fn run(server: &RunningServer, database: &Path) -> String {
         "info",
     );
     row(
-        "  RSS before / after storing / after lists",
+        "  RSS before / after storing",
+        format!("{} / {} MB", memory.before >> 20, memory.after_store >> 20),
+        "",
+    );
+    row(
+        "  RSS after 20 JSON / 20 paged / 20 Table lists",
         format!(
             "{} / {} / {} MB",
-            memory.before >> 20,
-            memory.after_store >> 20,
-            rss_after_lists >> 20
+            lists.rss_after_whole >> 20,
+            lists.rss_after_paged >> 20,
+            lists.rss_after_table >> 20
         ),
         "",
     );
@@ -318,7 +368,217 @@ async fn run(server: &RunningServer, database: &Path) -> String {
         format!("{} B", memory.stored_pod_bytes),
         "",
     );
+
+    let _ = writeln!(
+        report,
+        "\ndiagnostics: where the time goes\n{}",
+        "-".repeat(96)
+    );
+    let mut row = |name: &str, value: String| {
+        let _ = writeln!(report, "{name:<58} {value:>24}");
+    };
+    row(
+        "store write alone (1 writer, no HTTP) p50 / p99",
+        format!(
+            "{} / {}",
+            millis(percentile(&lone_writes, 0.50)),
+            millis(percentile(&lone_writes, 0.99))
+        ),
+    );
+    for (backend, creates, cpu) in [
+        (
+            "redb, before any list",
+            &memory.population,
+            &memory.population_cpu,
+        ),
+        ("redb", &creates, &create_cpu),
+        ("memory", &memory_creates, &memory_create_cpu),
+    ] {
+        row(
+            &format!("{backend}: creates/s; writes per commit"),
+            format!(
+                "{:.0}/s; {:.1}",
+                creates.per_second(),
+                creates.writes as f64 / creates.commits.max(1) as f64
+            ),
+        );
+        let per_create = |role: Role| {
+            let spent = cpu
+                .iter()
+                .find(|(candidate, _)| *candidate == role)
+                .map_or(Duration::ZERO, |(_, spent)| *spent);
+            format!(
+                "{:.0}",
+                spent.as_secs_f64() * 1e6 / creates.latencies.len().max(1) as f64
+            )
+        };
+        row(
+            &format!("{backend}: CPU µs per create: server / writer / clients"),
+            format!(
+                "{} / {} / {}",
+                per_create(Role::Server),
+                per_create(Role::StoreWriter),
+                per_create(Role::Client)
+            ),
+        );
+    }
+    for (backend, load, watch) in [
+        ("redb", WATCH_LOAD, &watch),
+        ("redb", slow_load, &slow_watch),
+        ("redb", unwatched_load, &unwatched),
+        ("memory", WATCH_LOAD, &memory_watch),
+        ("memory", unwatched_load, &memory_unwatched),
+    ] {
+        let title = format!(
+            "{backend}: {} watchers, {:.0} PATCH/s:",
+            load.watchers, watch.writes_per_second
+        );
+        if load.watchers > 0 {
+            row(
+                &format!("{title} write→event p50 / p99 / max"),
+                format!(
+                    "{} / {} / {}",
+                    millis(percentile(&watch.delays, 0.50)),
+                    millis(percentile(&watch.delays, 0.99)),
+                    millis(percentile(&watch.delays, 1.0))
+                ),
+            );
+        }
+        row(
+            &format!("{title} PATCH answered p50 / p99"),
+            format!(
+                "{} / {}",
+                millis(percentile(&watch.acknowledgements, 0.50)),
+                millis(percentile(&watch.acknowledgements, 0.99))
+            ),
+        );
+        let per_write = |role: Role| {
+            watch
+                .cpu_per_write
+                .iter()
+                .find(|(candidate, _)| *candidate == role)
+                .map_or(0.0, |(_, spent)| spent.as_secs_f64() * 1e6)
+        };
+        row(
+            &format!("{title} CPU µs per write: server / writer / clients"),
+            format!(
+                "{:.0} / {:.0} / {:.0}",
+                per_write(Role::Server),
+                per_write(Role::StoreWriter),
+                per_write(Role::Client)
+            ),
+        );
+    }
     report
+}
+
+/// Tells whoever watches the run how far it got; the results come at the end.
+fn progress(phase: &str) {
+    eprintln!("[{}] {phase}", jiff::Timestamp::now().strftime("%H:%M:%S"));
+}
+
+/// Sequential creates straight on the store, bypassing HTTP: the commit (fsync) latency the
+/// API server's writes sit on.
+async fn measure_lone_store_writes(store: &Store, pod: &PodTemplate) -> Vec<Duration> {
+    const WRITES: usize = 300;
+    let mut latencies = Vec::with_capacity(WRITES);
+    for index in 0..WRITES {
+        let value = pod.body(&format!("probe-{index}"));
+        let started = Instant::now();
+        store
+            .create(
+                format!("/hollow-bench/lone-writes/{index:06}"),
+                hollow_store::constant(value),
+            )
+            .await
+            .expect("a store write");
+        latencies.push(started.elapsed());
+    }
+    latencies.sort_unstable();
+    latencies
+}
+
+/// Who spent the CPU, told apart by thread name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// The API server's runtime: HTTP, routing, handlers, watch framing.
+    Server,
+    /// The store's writer thread: batching, redb commits, watch fan-out.
+    StoreWriter,
+    /// The benchmark's own clients.
+    Client,
+    Other,
+}
+
+impl Role {
+    fn of_thread(name: &str) -> Role {
+        // `comm` holds at most 15 bytes of the thread name.
+        if name.starts_with("apiserver") {
+            Role::Server
+        } else if name.starts_with("hollow-store") {
+            Role::StoreWriter
+        } else if name.starts_with("bench-client") {
+            Role::Client
+        } else {
+            Role::Other
+        }
+    }
+}
+
+/// CPU time (user + system) of every thread of this process, by thread id, with its role.
+fn thread_cpu() -> Vec<(u64, Role, Duration)> {
+    // USER_HZ, which Linux fixes at 100 for user space.
+    const TICK: Duration = Duration::from_millis(10);
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut threads = Vec::new();
+    for task in tasks.flatten() {
+        let Some(id) = task.file_name().to_str().and_then(|id| id.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: comm may hold spaces, so split at its closing paren.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // Fields 14 and 15 of stat (utime, stime) are the 12th and 13th after comm.
+        let ticks: u32 = fields
+            .get(11..13)
+            .map(|times| {
+                times
+                    .iter()
+                    .filter_map(|time| time.parse::<u32>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        threads.push((id, Role::of_thread(name), TICK * ticks));
+    }
+    threads
+}
+
+/// CPU spent per role between two snapshots.
+fn cpu_by_role(
+    before: &[(u64, Role, Duration)],
+    after: &[(u64, Role, Duration)],
+) -> Vec<(Role, Duration)> {
+    let mut spent: Vec<(Role, Duration)> = Vec::new();
+    for (id, role, total) in after {
+        let earlier = before
+            .iter()
+            .find(|(candidate, _, _)| candidate == id)
+            .map_or(Duration::ZERO, |(_, _, earlier)| *earlier);
+        let delta = total.saturating_sub(earlier);
+        match spent.iter_mut().find(|(candidate, _)| candidate == role) {
+            Some((_, sum)) => *sum += delta,
+            None => spent.push((*role, delta)),
+        }
+    }
+    spent
 }
 
 /// Pods for the benchmark: one serialised template with a placeholder where the name goes, so
@@ -594,13 +854,19 @@ struct Memory {
     file_before: u64,
     file_after: u64,
     stored_pod_bytes: usize,
+    /// The creates that stored the pods: the same load as the creates phase, but on a heap
+    /// that no large list has fragmented yet.
+    population: Creates,
+    population_cpu: Vec<(Role, Duration)>,
 }
 
 /// Stores the pods the list phase reads, with RSS and file size around it.
 async fn measure_memory(server: &RunningServer, database: &Path, pod: &Arc<PodTemplate>) -> Memory {
     let before = resident_bytes();
     let file_before = file_size(database);
+    let cpu_before = thread_cpu();
     let creates = create_pods(server, pod, LIST_NAMESPACE, CREATE_CLIENTS, STORED_PODS).await;
+    let population_cpu = cpu_by_role(&cpu_before, &thread_cpu());
     assert_eq!(
         creates.latencies.len(),
         STORED_PODS,
@@ -612,11 +878,16 @@ async fn measure_memory(server: &RunningServer, database: &Path, pod: &Arc<PodTe
         file_before,
         file_after: file_size(database),
         stored_pod_bytes: creates.stored_pod_bytes,
+        population: creates,
+        population_cpu,
     }
 }
 
 struct Lists {
     whole: Vec<Duration>,
+    rss_after_whole: u64,
+    rss_after_paged: u64,
+    rss_after_table: u64,
     paged: Vec<Duration>,
     table: Vec<Duration>,
     whole_bytes: usize,
@@ -654,6 +925,8 @@ async fn measure_lists(address: SocketAddr) -> Lists {
         assert_eq!((status, body.len()), (StatusCode::OK, whole_bytes));
     }
 
+    let rss_after_whole = resident_bytes();
+
     let mut paged = Vec::with_capacity(LIST_RUNS);
     while paged.len() < LIST_RUNS && Instant::now() < deadline {
         let started = Instant::now();
@@ -682,6 +955,8 @@ async fn measure_lists(address: SocketAddr) -> Lists {
         assert_eq!(items, STORED_PODS, "paging reaches every pod once");
     }
 
+    let rss_after_paged = resident_bytes();
+
     let (status, body) = connection.call(empty_get(&path, TABLE_ACCEPT)).await;
     assert_eq!(status, StatusCode::OK);
     let table: Value = serde_json::from_slice(&body).expect("a Table");
@@ -700,11 +975,16 @@ async fn measure_lists(address: SocketAddr) -> Lists {
         assert_eq!(status, StatusCode::OK);
     }
 
+    let rss_after_table = resident_bytes();
+
     for timings in [&mut whole, &mut paged, &mut table] {
         timings.sort_unstable();
     }
     Lists {
         whole,
+        rss_after_whole,
+        rss_after_paged,
+        rss_after_table,
         paged,
         table,
         whole_bytes,
@@ -730,21 +1010,41 @@ struct WatchDelay {
     delays: Vec<Duration>,
     acknowledgements: Vec<Duration>,
     expected: usize,
+    /// The rate the writes went at: at most the load's pace, less when answers come slower.
+    writes_per_second: f64,
+    /// CPU per write while the writes went on and the watchers read them, by role.
+    cpu_per_write: Vec<(Role, Duration)>,
 }
 
 /// A watcher's view: when it read the event of each write, by sequence number.
 type Sightings = Vec<(usize, Instant)>;
 
-async fn measure_watch_delay(address: SocketAddr, pod: &PodTemplate) -> WatchDelay {
+/// How hard the watch phase pushes.
+#[derive(Clone, Copy)]
+struct WatchLoad {
+    /// Tells runs on one server apart: each PATCHes its own pod.
+    name: &'static str,
+    watchers: usize,
+    writes: usize,
+    /// The time between the starts of two writes (when the previous one has been answered).
+    pace: Duration,
+}
+
+async fn measure_watch_delay(
+    address: SocketAddr,
+    pod: &PodTemplate,
+    load: WatchLoad,
+) -> WatchDelay {
     let deadline = Instant::now() + PHASE_LIMIT;
     let mut writer = Connection::open(address).await;
     let pods = format!("/api/v1/namespaces/{WATCH_NAMESPACE}/pods");
+    let watched = format!("watched-{}", load.name);
     let (status, created) = writer
         .call(json_request(
             Method::POST,
             &pods,
             "application/json",
-            pod.body("watched"),
+            pod.body(&watched),
         ))
         .await;
     assert_eq!(status, StatusCode::CREATED);
@@ -756,19 +1056,19 @@ async fn measure_watch_delay(address: SocketAddr, pod: &PodTemplate) -> WatchDel
 
     // Sequence 0 is a warm-up write: once every watcher has seen it, every stream is live.
     let warmed_up = Arc::new(AtomicUsize::new(0));
-    let mut watchers = Vec::with_capacity(WATCHERS);
-    for _ in 0..WATCHERS {
+    let mut watchers = Vec::with_capacity(load.watchers);
+    for _ in 0..load.watchers {
         let path = format!("{pods}?watch=true&resourceVersion={resource_version}");
         let warmed_up = warmed_up.clone();
         watchers.push(tokio::spawn(async move {
             let mut connection = Connection::open(address).await;
             let response = connection.send(empty_get(&path, "application/json")).await;
             assert_eq!(response.status(), StatusCode::OK, "the watch starts");
-            read_sightings(response.into_body(), &warmed_up, deadline).await
+            read_sightings(response.into_body(), &warmed_up, load.writes, deadline).await
         }));
     }
 
-    let patch_path = format!("{pods}/watched");
+    let patch_path = format!("{pods}/{watched}");
     let patch = |sequence: usize| {
         let body =
             json!({"metadata": {"annotations": {SEQUENCE_ANNOTATION: sequence.to_string()}}});
@@ -781,22 +1081,24 @@ async fn measure_watch_delay(address: SocketAddr, pod: &PodTemplate) -> WatchDel
     };
     let (status, _) = writer.call(patch(0)).await;
     assert_eq!(status, StatusCode::OK);
-    while warmed_up.load(Ordering::Relaxed) < WATCHERS {
+    while warmed_up.load(Ordering::Relaxed) < load.watchers {
         assert!(
             Instant::now() < deadline,
-            "only {} of {WATCHERS} watchers saw the warm-up write",
-            warmed_up.load(Ordering::Relaxed)
+            "only {} of {} watchers saw the warm-up write",
+            warmed_up.load(Ordering::Relaxed),
+            load.watchers
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
     // Index = sequence number; sequence 0 is the warm-up and not measured.
-    let mut sent_at = Vec::with_capacity(WATCHED_WRITES + 1);
+    let cpu_before = thread_cpu();
+    let mut sent_at = Vec::with_capacity(load.writes + 1);
     sent_at.push(Instant::now());
-    let mut acknowledgements = Vec::with_capacity(WATCHED_WRITES);
-    let mut pace = tokio::time::interval(WRITE_PACE);
+    let mut acknowledgements = Vec::with_capacity(load.writes);
+    let mut pace = tokio::time::interval(load.pace);
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    for sequence in 1..=WATCHED_WRITES {
+    for sequence in 1..=load.writes {
         pace.tick().await;
         if Instant::now() > deadline {
             break;
@@ -808,11 +1110,13 @@ async fn measure_watch_delay(address: SocketAddr, pod: &PodTemplate) -> WatchDel
         acknowledgements.push(sent.elapsed());
         assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     }
+    let writing = sent_at[0].elapsed();
     let writes = sent_at.len() - 1;
 
-    let mut delays = Vec::with_capacity(writes * WATCHERS);
+    let mut delays = Vec::with_capacity(writes * load.watchers);
+    let watchers = futures::future::join_all(watchers).await;
     for watcher in watchers {
-        let sightings = watcher.await.expect("a watcher");
+        let sightings = watcher.expect("a watcher");
         for (sequence, seen) in sightings {
             if (1..=writes).contains(&sequence) {
                 delays.push(seen.saturating_duration_since(sent_at[sequence]));
@@ -824,7 +1128,12 @@ async fn measure_watch_delay(address: SocketAddr, pod: &PodTemplate) -> WatchDel
     WatchDelay {
         delays,
         acknowledgements,
-        expected: writes * WATCHERS,
+        expected: writes * load.watchers,
+        writes_per_second: writes as f64 / writing.as_secs_f64(),
+        cpu_per_write: cpu_by_role(&cpu_before, &thread_cpu())
+            .into_iter()
+            .map(|(role, spent)| (role, spent / writes.max(1) as u32))
+            .collect(),
     }
 }
 
@@ -832,9 +1141,10 @@ async fn measure_watch_delay(address: SocketAddr, pod: &PodTemplate) -> WatchDel
 async fn read_sightings(
     mut body: Incoming,
     warmed_up: &AtomicUsize,
+    last_sequence: usize,
     deadline: Instant,
 ) -> Sightings {
-    let mut sightings = Vec::with_capacity(WATCHED_WRITES + 1);
+    let mut sightings = Vec::with_capacity(last_sequence + 1);
     let mut pending = BytesMut::new();
     loop {
         let Ok(frame) = tokio::time::timeout_at(deadline.into(), body.frame()).await else {
@@ -858,7 +1168,7 @@ async fn read_sightings(
                 warmed_up.fetch_add(1, Ordering::Relaxed);
             }
             sightings.push((sequence, seen));
-            if sequence == WATCHED_WRITES {
+            if sequence == last_sequence {
                 return sightings;
             }
         }
