@@ -269,9 +269,14 @@ async fn client_from_kubeconfig(path: Option<&Path>) -> Result<kube::Client> {
 /// A client for the API server this process runs, through the kubeconfig `up` wrote for
 /// kubectl: the same address, CA and token.
 async fn local_client(kubeconfig: &Path) -> Result<kube::Client> {
-    client_from_kubeconfig(Some(kubeconfig))
+    let file = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading the kubeconfig {}", kubeconfig.display()))?;
+    let mut config = kube::Config::from_custom_kubeconfig(file, &Default::default())
         .await
-        .context("building the in-process API client")
+        .with_context(|| format!("using the kubeconfig {}", kubeconfig.display()))?;
+    // The server is this process: never reach it through a proxy named in the environment.
+    config.proxy_url = None;
+    kube::Client::try_from(config).context("building the in-process API client")
 }
 
 /// A shutdown future every component can take a copy of.
@@ -305,19 +310,21 @@ async fn up(args: UpArgs) -> Result<()> {
     let tls = if tls_wanted {
         let certificate = match (&args.tls_cert_file, &args.tls_private_key_file) {
             (Some(certificate), Some(key)) => {
-                tls::ServingCertificate::from_files(certificate, key, args.tls_ca_file.as_deref())?
+                tls::ServingCertificate::from_files(certificate, key, args.tls_ca_file.as_deref())
+                    .context("loading --tls-cert-file and --tls-private-key-file")?
             }
             _ => {
                 let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-                names.push(args.api_listen.ip().to_string());
                 names.push(client_ip.to_string());
                 names.extend(args.tls_sans.iter().cloned());
-                tls::ensure_self_signed(&args.data_dir.join("pki"), &names)?
+                tls::ensure_self_signed(&args.data_dir.join("pki"), &names)
+                    .context("preparing the API server's certificates")?
             }
         };
         let token = match &args.token_file {
             Some(path) => BearerToken::read(path)?,
-            None => BearerToken::read_or_generate(&args.data_dir.join("token"))?,
+            None => BearerToken::read_or_generate(&args.data_dir.join("token"))
+                .context("preparing the API token")?,
         };
         Some((certificate, token))
     } else {
