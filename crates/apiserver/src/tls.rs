@@ -267,7 +267,9 @@ fn write_public(path: &Path, contents: &str) -> Result<(), TlsError> {
 fn write_with_mode(path: &Path, contents: &str, mode: u32) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let temporary = path.with_extension("tmp");
+    let mut temporary_name = path.file_name().unwrap_or_default().to_os_string();
+    temporary_name.push(".tmp");
+    let temporary = path.with_file_name(temporary_name);
     let write = || -> io::Result<()> {
         let _ = std::fs::remove_file(&temporary);
         let mut file = std::fs::OpenOptions::new()
