@@ -15,7 +15,7 @@
 #   5. one fixed-rate run at $LAT_QPS q/s with per-query times (dnsperf -v) gives p50/p99/p99.9;
 #   6. reports peak and current resident memory, then stops the server by its PID.
 #
-# Tunables (environment): DATA KIT PORT DURATION REPS LAT_QPS LAT_DURATION QUERYSETS WORKERS
+# Tunables (environment): BUILD (0 = use the built binary) DATA KIT PORT DURATION REPS LAT_QPS LAT_DURATION QUERYSETS WORKERS
 #   SERVER_CPU LOADGEN_CPU NICE LAT_FIFO RESULTS
 set -u -o pipefail
 
@@ -51,8 +51,10 @@ fi
 PROBE_NAME=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["probe"]["a"])' "$DATA/manifest.json")
 PROBE_IP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["probe"]["a_ip"])' "$DATA/manifest.json")
 
-log "building bench_server (release)"
-(cd "$ROOT" && cargo build --release -p hollow-dns --example bench_server >&2) || die "build failed"
+if [ "${BUILD:-1}" = 1 ]; then
+    log "building bench_server (release)"
+    (cd "$ROOT" && cargo build --release -p hollow-dns --example bench_server >&2) || die "build failed"
+fi
 BINARY=$ROOT/target/release/examples/bench_server
 mkdir -p "$RESULTS"
 
