@@ -29,7 +29,7 @@
 //! the API gets its worker's processes killed at once. The worker receives process exits,
 //! probe flips and back-off timers as messages, updates its containers, and hands the
 //! resulting status to the writer only when it changed. The writer keeps the newest status
-//! per pod and has up to 64 writes in flight. When a worker ends, the main loop releases the
+//! per pod and has up to 128 writes in flight. When a worker ends, the main loop releases the
 //! pod's address.
 //!
 //! # On disk

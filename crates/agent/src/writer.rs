@@ -16,7 +16,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tokio::sync::Notify;
 
-pub const MAX_IN_FLIGHT: usize = 64;
+pub const MAX_IN_FLIGHT: usize = 128;
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// Identifies a pod object (its uid guards against writing to a newer pod of the same name).

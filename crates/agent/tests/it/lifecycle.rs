@@ -41,7 +41,8 @@ async fn a_restarted_agent_adopts_its_processes_and_kills_orphans() {
         kept,
         "the agent leaves processes running"
     );
-    assert_eq!(processes_with("sleep 3605").len(), 1);
+    let orphans = processes_with("sleep 3605");
+    assert_eq!(orphans.len(), 1, "{}", describe_processes(&orphans));
 
     // While no agent runs, the orphan's pod is removed for good.
     let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), "default");

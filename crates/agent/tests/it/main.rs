@@ -227,6 +227,14 @@ pub fn processes_with(marker: &str) -> Vec<i32> {
         .collect()
 }
 
+/// `ps`-like lines (pid, parent, group, state, start ticks) for a failure message.
+pub fn describe_processes(pids: &[i32]) -> String {
+    pids.iter()
+        .map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Kills, when dropped, every process carrying one of its markers: a failing test must not
 /// leave its processes behind (the agents in some tests deliberately leave them running).
 pub struct KillOnDrop(pub &'static [&'static str]);

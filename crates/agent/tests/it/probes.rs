@@ -136,7 +136,17 @@ async fn an_exec_readiness_probe_follows_a_file() {
     create(&client, &pod("app", "n1", container)).await;
     let pod = wait_for(&client, "app", "Ready", is_ready).await;
     assert_eq!(processes_with("sleep 3601").len(), 1);
+    let removed = std::time::Instant::now();
     std::fs::remove_file(pod_directory(data.path(), &pod).join("work/healthy")).unwrap();
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), "default");
+    while is_ready(&pods.get("app").await.unwrap()) {
+        assert!(removed.elapsed() < WAIT, "the pod stayed Ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "exec readiness probe (period 1 s): Ready=False in the API {} ms after the file was removed",
+        removed.elapsed().as_millis()
+    );
     let pod = wait_for(&client, "app", "not Ready", |pod| !is_ready(pod)).await;
     assert_eq!(condition(&pod, "ContainersReady").as_deref(), Some("False"));
     let container = container_status(&pod).unwrap();
@@ -149,7 +159,6 @@ async fn an_exec_readiness_probe_follows_a_file() {
     std::fs::write(pod_directory(data.path(), &pod).join("work/healthy"), b"").unwrap();
     wait_for(&client, "app", "Ready again", is_ready).await;
 
-    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), "default");
     pods.delete("app", &Default::default()).await.unwrap();
     wait_until_gone(&client, "app").await;
     assert!(processes_with("sleep 3601").is_empty());
