@@ -13,6 +13,13 @@
 //!    PATCHes one at a time; for every (watcher, write) pair, the time from just before the
 //!    request is sent to the moment that watcher has read the event line.
 //!
+//! A diagnostics section follows, to tell what limits those figures: a lone store write (the
+//! fsync floor), the same creates and watches against a second API server over the memory
+//! backend (no fsync), PATCHes with no watchers and at a slower pace, and CPU time per
+//! operation split by thread (server runtime, store writer, clients) from
+//! `/proc/self/task/*/stat`. `HOLLOW_BENCH_SERVER_NODELAY=1` serves with `TCP_NODELAY` on
+//! the server's sockets, to check what Nagle's algorithm costs the watch streams.
+//!
 //! Every phase is bounded in time and the whole run stops itself after [`RUN_LIMIT`]; it
 //! prints one results table at the end, with the goals from the issue beside the figures.
 //! Clients and server share the machine's cores, so the figures are a floor for a server
@@ -25,6 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::serve::ListenerExt;
 use bytes::{Bytes, BytesMut};
 use hollow_apiserver::ApiServer;
 use hollow_store::{Store, StoreOptions, StoreStats};
@@ -138,12 +146,23 @@ impl RunningServer {
                     started
                         .send((address, store))
                         .expect("the benchmark waits for the server");
-                    server
-                        .serve(listener, async {
-                            let _ = stopped.await;
-                        })
-                        .await
-                        .expect("serving");
+                    let stopped = async {
+                        let _ = stopped.await;
+                    };
+                    if server_nodelay() {
+                        // An experiment, not the shipped server: the same routes with Nagle
+                        // off on every accepted socket (and no namespace cleaner, which
+                        // nothing here needs).
+                        let listener = listener.tap_io(|socket| {
+                            let _ = socket.set_nodelay(true);
+                        });
+                        axum::serve(listener, server.router())
+                            .with_graceful_shutdown(stopped)
+                            .await
+                            .expect("serving");
+                    } else {
+                        server.serve(listener, stopped).await.expect("serving");
+                    }
                 });
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })
@@ -168,14 +187,25 @@ impl RunningServer {
     }
 }
 
+/// `HOLLOW_BENCH_SERVER_NODELAY=1` serves with `TCP_NODELAY` on the server's sockets, to see
+/// what Nagle's algorithm costs the watch streams.
+fn server_nodelay() -> bool {
+    std::env::var_os("HOLLOW_BENCH_SERVER_NODELAY").is_some_and(|value| value == "1")
+}
+
 /// Runs every phase and returns the results table.
 async fn run(server: &RunningServer, memory_server: &RunningServer, database: &Path) -> String {
     let address = server.address;
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "\nhollow API server benchmark: redb (durable), HTTP/1.1 on {address}, \
+        "\nhollow API server benchmark: redb (durable), HTTP/1.1 on {address}{}, \
          {} cores, load average at start {}",
+        if server_nodelay() {
+            " (experiment: server sockets with TCP_NODELAY)"
+        } else {
+            ""
+        },
         std::thread::available_parallelism().map_or(0, |cores| cores.get()),
         load_average()
     );
