@@ -418,8 +418,20 @@ fn check_namespace_exists(state: &State, path: &ResourcePath, name: &str) -> Api
         .store
         .get(&namespaces.key(None, namespace))?
         .ok_or_else(|| ApiError::namespace_not_found(namespace))?;
-    let object = object::from_record(&record)?;
-    if object.pointer("/metadata/deletionTimestamp").is_some() {
+    // Only whether it is being deleted matters: decode nothing else.
+    #[derive(Deserialize)]
+    struct Namespace {
+        metadata: NamespaceMetadata,
+    }
+    #[derive(Deserialize)]
+    struct NamespaceMetadata {
+        #[serde(rename = "deletionTimestamp")]
+        deletion_timestamp: Option<serde::de::IgnoredAny>,
+    }
+    let terminating = serde_json::from_slice::<Namespace>(&record.value)
+        .map(|namespace| namespace.metadata.deletion_timestamp.is_some())
+        .unwrap_or(false);
+    if terminating {
         return Err(ApiError::namespace_terminating(
             namespace,
             path.resource,
