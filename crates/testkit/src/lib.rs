@@ -376,9 +376,15 @@ pub fn http_request(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
+    // A server may answer (413, say) and close before it has read a large body; its answer
+    // is still there to read, so a failed body write is not the end.
+    let _ = stream.write_all(body);
     let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
+    if let Err(error) = stream.read_to_end(&mut response)
+        && response.is_empty()
+    {
+        return Err(error);
+    }
     let text_end = response
         .windows(4)
         .position(|window| window == b"\r\n\r\n")
