@@ -20,7 +20,10 @@
 //! - `env`, `expand`: a container's environment and `$(VAR)` expansion.
 //! - `status`: containerStatuses, conditions and phase as kubelet computes them.
 //! - `writer`: coalesced, concurrent pod status writes.
-//! - [`logs`]: log files and [`logs::read_log`], which the API server uses for `pods/log`.
+//! - [`logs`]: log files and [`logs::read_log`].
+//! - [`log_server`]: kubelet's `/containerLogs` endpoint over [`logs::read_log`]; the API
+//!   server proxies `pods/log` to it at the port the Node publishes in
+//!   `status.daemonEndpoints.kubeletEndpoint`.
 //!
 //! # Data flow
 //!
@@ -71,6 +74,7 @@ mod backoff;
 mod env;
 mod expand;
 mod ipam;
+pub mod log_server;
 pub mod logs;
 mod node;
 mod pod;
@@ -178,7 +182,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     tokio::fs::create_dir_all(config.data_dir.join("pods")).await?;
-    let range = node::register(&client, &config).await?;
+    let log_listener =
+        tokio::net::TcpListener::bind(log_server::bind_address(config.node_ip)).await?;
+    let kubelet_port = log_listener.local_addr()?.port();
+    let log_server = tokio::spawn({
+        let data_dir = config.data_dir.clone();
+        async move {
+            if let Err(error) = log_server::serve(log_listener, data_dir).await {
+                tracing::warn!(%error, "the container log server stopped");
+            }
+        }
+    });
+    let range = node::register(&client, &config, kubelet_port).await?;
     tracing::info!(node = %config.node_name, pod_range = %range, simulate = config.simulate, "node registered");
     let heartbeat = {
         let nodes: Api<Node> = Api::all(client.clone());
@@ -186,7 +201,9 @@ pub async fn run(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(HEARTBEAT_PERIOD).await;
-                if let Err(error) = node::post_status(&nodes, &config, range, false).await {
+                if let Err(error) =
+                    node::post_status(&nodes, &config, range, kubelet_port, false).await
+                {
                     tracing::warn!(%error, "node heartbeat failed");
                 }
             }
@@ -241,6 +258,7 @@ pub async fn run(
         .collect();
     futures::future::join_all(tasks).await;
     heartbeat.abort();
+    log_server.abort();
     writer.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), writer_task).await;
     Ok(())

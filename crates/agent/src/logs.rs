@@ -1,6 +1,6 @@
 //! Container logs: where they are written, how they are bounded, and how they are read back
-//! for `kubectl logs` (the API server serves `pods/log` by calling [`read_log`] on the same
-//! data directory).
+//! for `kubectl logs` (the agent's [`crate::log_server`] serves [`read_log`] to the API
+//! server, which proxies `pods/log` to it).
 //!
 //! Layout, under the agent's data directory:
 //!

@@ -26,7 +26,11 @@ use crate::{AgentConfig, Error};
 pub const KUBELET_VERSION: &str = concat!("v1.37.0-hollow.", env!("CARGO_PKG_VERSION"));
 
 /// Creates or adopts the Node and settles its pod range.
-pub async fn register(client: &kube::Client, config: &AgentConfig) -> Result<Ipv4Cidr, Error> {
+pub async fn register(
+    client: &kube::Client,
+    config: &AgentConfig,
+    kubelet_port: u16,
+) -> Result<Ipv4Cidr, Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     let name = &config.node_name;
     let node = match nodes.get_opt(name).await? {
@@ -68,7 +72,7 @@ pub async fn register(client: &kube::Client, config: &AgentConfig) -> Result<Ipv
         (None, Some(existing)) => existing,
         (None, None) => carve(&nodes, config).await?,
     };
-    post_status(&nodes, config, range, true).await?;
+    post_status(&nodes, config, range, kubelet_port, true).await?;
     Ok(range)
 }
 
@@ -127,11 +131,13 @@ fn now() -> Time {
 }
 
 /// Writes the node's status: Ready with a fresh heartbeat, addresses, capacity and info.
-/// `full` also refreshes what never changes (info, capacity); heartbeats send only conditions.
+/// `full` also refreshes what never changes (info, capacity, the log server's port);
+/// heartbeats send only conditions.
 pub async fn post_status(
     nodes: &Api<Node>,
     config: &AgentConfig,
     range: Ipv4Cidr,
+    kubelet_port: u16,
     full: bool,
 ) -> Result<(), Error> {
     let name = &config.node_name;
@@ -203,7 +209,9 @@ pub async fn post_status(
         status.capacity = Some(capacity);
         status.node_info = Some(system_info());
         status.daemon_endpoints = Some(NodeDaemonEndpoints {
-            kubelet_endpoint: Some(DaemonEndpoint { port: 0 }),
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(kubelet_port),
+            }),
         });
         status.phase = None;
     }
