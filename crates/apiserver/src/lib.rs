@@ -19,6 +19,7 @@
 //! * [`patch`]: strategic merge, JSON merge and JSON patches.
 //! * [`namespaces`]: the default namespaces and the clean-up of deleted ones.
 //! * [`tls`] and [`auth`]: HTTPS and the bearer token, for listeners off loopback.
+//! * [`logs`]: `pods/log`, proxied to the log endpoint the pod's Node publishes.
 //!
 //! # A request's way through
 //!
@@ -39,6 +40,7 @@ pub mod discovery;
 pub mod error;
 pub mod filter;
 pub mod handlers;
+pub mod logs;
 pub mod namespaces;
 pub mod negotiate;
 pub mod object;
@@ -314,11 +316,7 @@ async fn resource_request(state: &State, request: Request) -> ApiResult<Response
         return watch::watch(state, &resource_path, &query, format);
     }
     if resource_path.subresource.as_deref() == Some("log") {
-        return Err(ApiError::new(
-            501,
-            "NotImplemented",
-            "pod logs are served once the node agent runs pods",
-        ));
+        return logs::pod_log(state, &parts.method, &resource_path, parts.uri.query()).await;
     }
     let body = read_body(body).await?;
     let reply = handlers::handle(
