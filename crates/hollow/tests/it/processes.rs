@@ -98,3 +98,148 @@ fn a_statefulset_of_real_processes_is_discovered_through_dns() {
         },
     );
 }
+
+/// Lines of a running `kubectl logs -f`, read on a thread so the test can wait with a bound.
+struct FollowedLogs {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl FollowedLogs {
+    fn start(kubectl: &hollow_testkit::Kubectl, args: &[&str]) -> FollowedLogs {
+        use std::io::BufRead;
+        let mut child = kubectl
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("running kubectl logs -f");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        FollowedLogs { child, lines }
+    }
+
+    /// Waits up to `timeout` for a line containing `needle`.
+    fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no line with {needle:?} within {timeout:?}; saw {seen:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for FollowedLogs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn kubectl_logs_reads_follows_and_shows_the_previous_run() {
+    let hollow = start_hollow();
+    let kubectl = hollow.kubectl();
+    let files = TempDir::new().unwrap();
+    let directory = files.path().to_str().unwrap();
+    // The script counts its runs in a file and waits for a trigger file before its second
+    // line, so the test decides when output appears; its path identifies its process.
+    let script = write_file(
+        files.path(),
+        "logs-demo.sh",
+        &format!(
+            "echo run >> {directory}/runs\n\
+             run=$(wc -l < {directory}/runs)\n\
+             echo \"hello-from-$POD_NAME run-$((run))\"\n\
+             while [ ! -e {directory}/trigger ]; do sleep 0.1; done\n\
+             echo after-trigger\n\
+             while true; do sleep 1; done\n"
+        ),
+    );
+    let script = script.to_str().unwrap().to_string();
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: logs-demo\nspec:\n  containers:\n  - name: main\n    image: busybox\n    command: [\"sh\", \"{script}\"]\n"
+    );
+    kubectl.ok_with_stdin(&["apply", "-f", "-"], &pod);
+    kubectl.ok([
+        "wait",
+        "--for=condition=Ready",
+        "pod/logs-demo",
+        "--timeout=60s",
+    ]);
+
+    wait_for(
+        "the first line in kubectl logs",
+        Duration::from_secs(20),
+        || {
+            let logs = kubectl.ok(["logs", "logs-demo"]);
+            logs.contains("hello-from-logs-demo run-1").then_some(())
+        },
+    );
+
+    // A follower sees output written after it started.
+    let followed = FollowedLogs::start(&kubectl, &["logs", "-f", "logs-demo"]);
+    followed.wait_for_line("hello-from-logs-demo run-1", Duration::from_secs(20));
+    write_file(files.path(), "trigger", "");
+    followed.wait_for_line("after-trigger", Duration::from_secs(20));
+    drop(followed);
+
+    let no_previous = kubectl.fails(["logs", "logs-demo", "--previous"]);
+    assert!(
+        no_previous
+            .contains("previous terminated container \"main\" in pod \"logs-demo\" not found"),
+        "{no_previous}"
+    );
+
+    // Killing the process makes the agent start a second run; --previous shows the first.
+    let pids = processes_with(&script);
+    assert_eq!(pids.len(), 1, "one process runs {script}: {pids:?}");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pids[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let current = wait_for("the second run's output", Duration::from_secs(60), || {
+        let logs = kubectl.run(["logs", "logs-demo"]);
+        let logs = String::from_utf8_lossy(&logs.stdout).into_owned();
+        (logs.contains("run-2") && logs.contains("after-trigger")).then_some(logs)
+    });
+    assert!(!current.contains("run-1"), "{current}");
+    let previous = kubectl.ok(["logs", "logs-demo", "--previous"]);
+    assert_eq!(
+        previous, "hello-from-logs-demo run-1\nafter-trigger\n",
+        "the first run's log"
+    );
+    assert_eq!(
+        kubectl.ok(["logs", "logs-demo", "-c", "main", "--tail=1"]),
+        "after-trigger\n"
+    );
+
+    let missing = kubectl.fails(["logs", "no-such-pod"]);
+    assert!(missing.contains("NotFound"), "{missing}");
+    let wrong_container = kubectl.fails(["logs", "logs-demo", "-c", "sidecar"]);
+    assert!(
+        wrong_container.contains("container sidecar is not valid for pod logs-demo"),
+        "{wrong_container}"
+    );
+
+    kubectl.ok(["delete", "pod", "logs-demo"]);
+    wait_for(
+        "the pod's process to be gone",
+        Duration::from_secs(60),
+        || processes_with(&script).is_empty().then_some(()),
+    );
+}
