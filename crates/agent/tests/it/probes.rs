@@ -109,7 +109,14 @@ async fn an_http_server_becomes_ready_restarts_when_killed_and_leaves_nothing_be
         processes_with(&ip).is_empty(),
         "the pod's process outlived it"
     );
-    assert!(!pod_directory(data.path(), &pod).exists());
+    // The work directory goes right after the pod leaves the API.
+    let directory = pod_directory(data.path(), &pod);
+    let mut waited = 0;
+    while directory.exists() && waited < 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    assert!(!directory.exists(), "the pod's directory outlived it");
     agent.stop().await;
 }
 
