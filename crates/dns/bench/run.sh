@@ -21,7 +21,11 @@ set -u -o pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
-KIT=${KIT:-$(cd "$ROOT/../shared/bench" 2>/dev/null && pwd || echo /work/shared/bench)}
+KIT=${KIT:-$ROOT/../shared/bench}
+if [ ! -f "$KIT/gen_cluster.py" ]; then
+  echo "the benchmark kit is not at $KIT: set KIT to the shared/bench folder" >&2
+  exit 1
+fi
 DATA=${DATA:-/tmp/hollow-dns-bench-data}
 PORT=${PORT:-15353}
 DURATION=${DURATION:-10}
