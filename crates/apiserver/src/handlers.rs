@@ -44,6 +44,14 @@ impl Reply {
         }
     }
 
+    /// A `meta.k8s.io/v1` Table, with the content type kubectl asked for.
+    fn table(table: &Value) -> Reply {
+        Reply {
+            content_type: TABLE_CONTENT_TYPE,
+            ..Reply::json(StatusCode::OK, to_bytes(table))
+        }
+    }
+
     fn value(status: StatusCode, value: &Value) -> Reply {
         Reply::json(
             status,
@@ -120,12 +128,7 @@ pub fn render_one(resource: &ResourceInfo, stored: Bytes, format: Format) -> Api
                 None,
                 true,
             );
-            Ok(Reply {
-                status: StatusCode::OK,
-                content_type: TABLE_CONTENT_TYPE,
-                body: to_bytes(&table),
-                warnings: Vec::new(),
-            })
+            Ok(Reply::table(&table))
         }
         Format::Metadata => {
             let object = object::decode(&stored)?;
@@ -323,12 +326,7 @@ fn list(
                 listing.continue_token.as_deref(),
                 true,
             );
-            Ok(Reply {
-                status: StatusCode::OK,
-                content_type: TABLE_CONTENT_TYPE,
-                body: to_bytes(&table),
-                warnings: Vec::new(),
-            })
+            Ok(Reply::table(&table))
         }
         Format::Metadata => {
             let items = listing

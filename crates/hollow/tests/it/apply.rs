@@ -4,15 +4,7 @@
 use hollow_testkit::{Kubectl, TempDir, write_file};
 use serde_json::Value;
 
-use crate::start_control_plane;
-
-/// The example manifests of the repository.
-fn example(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
-}
+use crate::{example, start_control_plane};
 
 const EXAMPLES: &[&str] = &[
     "nginx-deployment.yaml",

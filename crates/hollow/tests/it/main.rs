@@ -23,3 +23,11 @@ pub fn start_control_plane() -> Hollow {
 pub fn start_hollow() -> Hollow {
     Hollow::start(env!("CARGO_BIN_EXE_hollow"), &[])
 }
+
+/// One of the repository's example manifests (`examples/`).
+pub fn example(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}

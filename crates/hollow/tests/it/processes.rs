@@ -7,14 +7,7 @@ use hollow_testkit::{TempDir, http_request, wait_for, write_file};
 use serde_json::Value;
 
 use crate::headless::dig;
-use crate::start_hollow;
-
-fn example(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(name);
-    std::fs::read_to_string(path).unwrap()
-}
+use crate::{example, start_hollow};
 
 /// PIDs of live processes whose command line contains `needle`.
 fn processes_with(needle: &str) -> Vec<u32> {
