@@ -606,12 +606,17 @@ mod tests {
             Outcome::Failure("HTTP probe failed with statuscode: 503".into())
         );
         server.await.unwrap();
-        // Nothing listens there any more.
-        let refused = run_check(&Check::Tcp { address }, Duration::from_secs(5)).await;
+        // A socket bound but never listening keeps its port from being taken by a parallel test
+        // while still refusing connections.
+        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let closed = reserved.local_addr().unwrap();
+        let refused = run_check(&Check::Tcp { address: closed }, Duration::from_secs(5)).await;
         assert_eq!(
             refused,
-            Outcome::Failure(format!("dial tcp {address}: connect: connection refused"))
+            Outcome::Failure(format!("dial tcp {closed}: connect: connection refused"))
         );
+        drop(reserved);
     }
 
     #[tokio::test]
