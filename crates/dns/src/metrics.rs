@@ -94,6 +94,10 @@ pub struct Metrics {
     shards: Box<[WorkerMetrics]>,
     rebuilds: AtomicU64,
     last_rebuild_nanos: AtomicU64,
+    updates: AtomicU64,
+    update_nanos: AtomicU64,
+    last_update_nanos: AtomicU64,
+    max_update_nanos: AtomicU64,
 }
 
 impl Metrics {
@@ -104,6 +108,10 @@ impl Metrics {
                 .collect(),
             rebuilds: AtomicU64::new(0),
             last_rebuild_nanos: AtomicU64::new(0),
+            updates: AtomicU64::new(0),
+            update_nanos: AtomicU64::new(0),
+            last_update_nanos: AtomicU64::new(0),
+            max_update_nanos: AtomicU64::new(0),
         }
     }
 
@@ -120,6 +128,14 @@ impl Metrics {
         self.rebuilds.fetch_add(1, Ordering::Relaxed);
         self.last_rebuild_nanos
             .store(duration.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub fn record_update(&self, duration: Duration) {
+        let nanos = duration.as_nanos() as u64;
+        self.updates.fetch_add(1, Ordering::Relaxed);
+        self.update_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.last_update_nanos.store(nanos, Ordering::Relaxed);
+        self.max_update_nanos.fetch_max(nanos, Ordering::Relaxed);
     }
 
     fn sum(&self, read: impl Fn(&WorkerMetrics) -> &AtomicU64) -> u64 {
@@ -196,6 +212,11 @@ impl Metrics {
                 "Snapshots built from the watched objects.",
                 self.rebuilds.load(Ordering::Relaxed),
             ),
+            (
+                "hollow_dns_snapshot_updates_total",
+                "Incremental snapshot updates (one per batch of watch events).",
+                self.updates.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(
@@ -218,6 +239,21 @@ impl Metrics {
                 "hollow_dns_snapshot_rebuild_seconds",
                 "Time the last snapshot rebuild took.",
                 self.last_rebuild_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            ),
+            (
+                "hollow_dns_snapshot_update_seconds",
+                "Time the last incremental snapshot update took.",
+                self.last_update_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            ),
+            (
+                "hollow_dns_snapshot_update_seconds_max",
+                "Longest incremental snapshot update so far.",
+                self.max_update_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            ),
+            (
+                "hollow_dns_snapshot_update_seconds_sum",
+                "Total time spent in incremental snapshot updates (divide by the updates total for the mean).",
+                self.update_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             ),
             (
                 "hollow_dns_snapshot_names",

@@ -29,6 +29,7 @@
 //!   and skip terminating or finished pods.
 //! * EndpointSlices of address type FQDN are ignored.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -103,7 +104,7 @@ pub struct ServiceRecord {
 }
 
 /// Everything at one name.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NameRecords {
     pub ipv4: Vec<Ipv4Addr>,
     pub ipv6: Vec<Ipv6Addr>,
@@ -127,6 +128,64 @@ pub struct NameRecords {
 pub struct ZoneRecords {
     pub zone: Vec<u8>,
     pub names: HashMap<Vec<u8>, NameRecords>,
+}
+
+/// Read access to the records of any name, as the encoder needs it for SRV targets, alias
+/// chains and glue. A full build reads a map; the incremental [`crate::live`] side merges the
+/// name's contributions on demand (and notes which names an encoding read).
+pub trait RecordLookup {
+    fn lookup(&self, name: &[u8]) -> Option<Cow<'_, NameRecords>>;
+}
+
+impl RecordLookup for HashMap<Vec<u8>, NameRecords> {
+    fn lookup(&self, name: &[u8]) -> Option<Cow<'_, NameRecords>> {
+        self.get(name).map(Cow::Borrowed)
+    }
+}
+
+impl NameRecords {
+    /// Adds `part` (one source's records at this name) after what is already here, with the
+    /// same de-duplication and ordering [`collect`] applies when sources are read in order.
+    pub fn merge(&mut self, part: &NameRecords) {
+        for &address in &part.ipv4 {
+            if !self.ipv4.contains(&address) {
+                self.ipv4.push(address);
+            }
+        }
+        for &address in &part.ipv6 {
+            if !self.ipv6.contains(&address) {
+                self.ipv6.push(address);
+            }
+        }
+        self.rotate |= part.rotate;
+        for record in &part.services {
+            if !self.services.contains(record) {
+                self.services.push(record.clone());
+            }
+        }
+        for (position, target) in part.pointers.iter().enumerate() {
+            self.add_pointer(target.clone(), position < part.hostname_pointers);
+        }
+        if part.alias.is_some() {
+            self.alias.clone_from(&part.alias);
+        }
+        if part.text.is_some() {
+            self.text.clone_from(&part.text);
+        }
+        self.apex |= part.apex;
+    }
+
+    fn add_pointer(&mut self, target: Vec<u8>, has_hostname: bool) {
+        if self.pointers.contains(&target) {
+            return;
+        }
+        if has_hostname {
+            self.pointers.insert(self.hostname_pointers, target);
+            self.hostname_pointers += 1;
+        } else {
+            self.pointers.push(target);
+        }
+    }
 }
 
 impl ZoneRecords {
@@ -154,16 +213,7 @@ impl ZoneRecords {
         let Some(name) = reverse_name(address) else {
             return;
         };
-        let records = self.entry(name);
-        if records.pointers.contains(&target) {
-            return;
-        }
-        if has_hostname {
-            records.pointers.insert(records.hostname_pointers, target);
-            records.hostname_pointers += 1;
-        } else {
-            records.pointers.push(target);
-        }
+        self.entry(name).add_pointer(target, has_hostname);
     }
 }
 
@@ -333,14 +383,33 @@ fn cluster_ips(service: &Service) -> Vec<IpAddr> {
     }
 }
 
-/// Collects every name and record of the zone from the cluster objects.
-pub fn collect(state: &ClusterState, settings: &RecordSettings) -> ZoneRecords {
-    let zone_text = settings.zone.trim_end_matches('.').to_ascii_lowercase();
-    let zone = &zone_text;
-    let mut records = ZoneRecords {
-        zone: encode_name(zone).unwrap_or_else(|| vec![0]),
+/// The cluster zone as typed in the settings, lower-cased and without the final dot.
+fn zone_text(settings: &RecordSettings) -> String {
+    settings.zone.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn empty_zone(settings: &RecordSettings) -> ZoneRecords {
+    ZoneRecords {
+        zone: encode_name(&zone_text(settings)).unwrap_or_else(|| vec![0]),
         names: HashMap::new(),
-    };
+    }
+}
+
+/// `(namespace, name)` of an object, the order sources are read in (so that where several
+/// add to one name, e.g. a PTR, the result does not depend on the order the API listed them).
+fn sort_key<K: kube::Resource>(object: &K) -> (&str, &str) {
+    let metadata = object.meta();
+    (
+        metadata.namespace.as_deref().unwrap_or_default(),
+        metadata.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// The names that exist whatever the cluster holds: the apexes, `svc`, `pod`, `dns` and
+/// `dns-version`.
+pub fn fixed_part(settings: &RecordSettings) -> ZoneRecords {
+    let zone = &zone_text(settings);
+    let mut records = empty_zone(settings);
     let apex = records.zone.clone();
     records.entry(apex).apex = true;
     for reverse_apex in ["in-addr.arpa", "ip6.arpa"] {
@@ -356,6 +425,88 @@ pub fn collect(state: &ClusterState, settings: &RecordSettings) -> ZoneRecords {
     if let Some(name) = zone_name(&["dns-version"], zone) {
         records.entry(name).text = Some(SCHEMA_VERSION.to_owned());
     }
+    records
+}
+
+/// The empty non-terminals of one namespace that exists (as an object or through a Service).
+pub fn namespace_part(namespace: &str, settings: &RecordSettings) -> ZoneRecords {
+    let zone = &zone_text(settings);
+    let mut records = empty_zone(settings);
+    add_namespace(&mut records, namespace, zone, settings);
+    records
+}
+
+fn add_namespace(
+    records: &mut ZoneRecords,
+    namespace: &str,
+    zone: &str,
+    settings: &RecordSettings,
+) {
+    if let Some(name) = zone_name(&[namespace, "svc"], zone) {
+        records.entry(name);
+    }
+    if settings.pod_mode != PodMode::Disabled
+        && let Some(name) = zone_name(&[namespace, "pod"], zone)
+    {
+        records.entry(name);
+    }
+}
+
+/// The records of one Service given its EndpointSlices (sorted by name).
+pub fn service_part(
+    service: &Service,
+    slices: &[&EndpointSlice],
+    settings: &RecordSettings,
+) -> ZoneRecords {
+    let mut records = empty_zone(settings);
+    if let (Some(namespace), Some(name)) = (
+        service.metadata.namespace.as_deref(),
+        service.metadata.name.as_deref(),
+    ) {
+        add_service(&mut records, service, namespace, name, slices, settings);
+    }
+    records
+}
+
+/// `ns.dns.<zone>`: the addresses of `kube-system/kube-dns` if it has cluster IPs, else the
+/// configured fallback.
+pub fn nameserver_part(kube_dns: Option<&Service>, settings: &RecordSettings) -> ZoneRecords {
+    let mut records = empty_zone(settings);
+    let addresses = kube_dns.map(cluster_ips).unwrap_or_default();
+    add_nameserver(&mut records, addresses, &zone_text(settings), settings);
+    records
+}
+
+fn add_nameserver(
+    records: &mut ZoneRecords,
+    mut addresses: Vec<IpAddr>,
+    zone: &str,
+    settings: &RecordSettings,
+) {
+    if addresses.is_empty() {
+        addresses = settings.fallback_nameserver_addresses.clone();
+    }
+    if let Some(name) = zone_name(&["ns", "dns"], zone) {
+        for address in addresses {
+            records.add_ip(name.clone(), address);
+        }
+    }
+}
+
+/// The records of one Pod (verified pod mode only; empty otherwise).
+pub fn pod_part(pod: &Pod, settings: &RecordSettings) -> ZoneRecords {
+    let mut records = empty_zone(settings);
+    if settings.pod_mode == PodMode::Verified {
+        add_pod(&mut records, pod, &zone_text(settings));
+    }
+    records
+}
+
+/// Collects every name and record of the zone from the cluster objects, from scratch.
+pub fn collect(state: &ClusterState, settings: &RecordSettings) -> ZoneRecords {
+    let zone_text = zone_text(settings);
+    let zone = &zone_text;
+    let mut records = fixed_part(settings);
 
     let mut namespaces: BTreeSet<&str> = state
         .namespaces
@@ -368,14 +519,7 @@ pub fn collect(state: &ClusterState, settings: &RecordSettings) -> ZoneRecords {
         }
     }
     for namespace in &namespaces {
-        if let Some(name) = zone_name(&[namespace, "svc"], zone) {
-            records.entry(name);
-        }
-        if settings.pod_mode != PodMode::Disabled
-            && let Some(name) = zone_name(&[namespace, "pod"], zone)
-        {
-            records.entry(name);
-        }
+        add_namespace(&mut records, namespace, zone, settings);
     }
 
     let mut slices_by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
@@ -394,9 +538,14 @@ pub fn collect(state: &ClusterState, settings: &RecordSettings) -> ZoneRecords {
             .or_default()
             .push(slice);
     }
+    for slices in slices_by_service.values_mut() {
+        slices.sort_by(|left, right| sort_key(*left).cmp(&sort_key(*right)));
+    }
 
+    let mut services: Vec<&Service> = state.services.iter().map(|service| &**service).collect();
+    services.sort_by(|left, right| sort_key(*left).cmp(&sort_key(*right)));
     let mut nameserver_addresses = Vec::new();
-    for service in &state.services {
+    for service in services {
         let (Some(namespace), Some(name)) = (
             service.metadata.namespace.as_deref(),
             service.metadata.name.as_deref(),
@@ -412,17 +561,12 @@ pub fn collect(state: &ClusterState, settings: &RecordSettings) -> ZoneRecords {
             .unwrap_or_default();
         add_service(&mut records, service, namespace, name, slices, settings);
     }
-    if nameserver_addresses.is_empty() {
-        nameserver_addresses = settings.fallback_nameserver_addresses.clone();
-    }
-    if let Some(name) = zone_name(&["ns", "dns"], zone) {
-        for address in nameserver_addresses {
-            records.add_ip(name.clone(), address);
-        }
-    }
+    add_nameserver(&mut records, nameserver_addresses, zone, settings);
 
     if settings.pod_mode == PodMode::Verified {
-        for pod in &state.pods {
+        let mut pods: Vec<&Pod> = state.pods.iter().map(|pod| &**pod).collect();
+        pods.sort_by(|left, right| sort_key(*left).cmp(&sort_key(*right)));
+        for pod in pods {
             add_pod(&mut records, pod, zone);
         }
     }
@@ -437,7 +581,7 @@ fn add_service(
     slices: &[&EndpointSlice],
     settings: &RecordSettings,
 ) {
-    let zone = settings.zone.trim_end_matches('.').to_ascii_lowercase();
+    let zone = zone_text(settings);
     let Some(spec) = &service.spec else {
         return;
     };

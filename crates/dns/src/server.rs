@@ -164,6 +164,11 @@ impl DnsServer {
         self.shared.metrics.record_rebuild(duration);
     }
 
+    /// Records an incremental update's duration in the metrics.
+    pub fn record_update(&self, duration: Duration) {
+        self.shared.metrics.record_update(duration);
+    }
+
     pub fn udp_addr(&self) -> SocketAddr {
         self.udp_addr
     }

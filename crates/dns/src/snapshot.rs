@@ -34,9 +34,10 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::records::{self, ClusterState, NameRecords, PodMode, RecordSettings, ZoneRecords};
+use crate::records::{self, ClusterState, NameRecords, PodMode, RecordSettings};
 use crate::wire::{
     self, CLASS_IN, HEADER_LEN, OPT_RECORD_LEN, POINTER_TO_QUESTION, ParseError, Question,
     ResponseFlags, SoaFields, record_type, response_code,
@@ -77,7 +78,7 @@ impl Default for SnapshotSettings {
 /// A set of records of one type at one name as the encoder produces it: a ready-to-copy
 /// answer section followed by the additional section that goes with it.
 #[derive(Debug)]
-struct EncodedSet {
+pub(crate) struct EncodedSet {
     qtype: u16,
     answer_count: u16,
     additional_count: u16,
@@ -89,7 +90,7 @@ struct EncodedSet {
 
 /// Everything at one name, as the encoder produces it.
 #[derive(Debug, Default)]
-struct EncodedEntry {
+pub(crate) struct EncodedEntry {
     apex: bool,
     sets: Vec<EncodedSet>,
     /// ExternalName target outside the zone: address queries get the CNAME, then the server
@@ -195,17 +196,191 @@ pub struct SnapshotStats {
     pub build_duration: Duration,
 }
 
-/// An immutable, fully encoded view of the cluster zone.
-///
-/// Storage is packed into four allocations, whatever the cluster size: one byte arena with
-/// every name and every pre-encoded record set (a name's sets right after its key, so a hit
-/// reads one neighbourhood of memory), the entries, the set descriptors, and a hash table
-/// from a keyed hash of the name to its entry (colliding names are chained).
-pub struct Snapshot {
+/// How many shards the name table is split into (a power of two). A change re-packs only the
+/// shards holding the names it touched, so a shard should be small enough to copy in a few
+/// microseconds (≈100 names each on the benchmark cluster) yet few enough that publishing a
+/// snapshot (cloning the vector of shard pointers) stays cheap.
+pub const SHARD_COUNT: usize = 1024;
+
+/// The shard of a name's hash. Bits 32.. are used because the shard's own hash table takes
+/// its bucket from the low bits and its control byte from the top seven.
+#[inline]
+pub(crate) fn shard_of(hash: u64) -> usize {
+    (hash >> 32) as usize & (SHARD_COUNT - 1)
+}
+
+/// One immutable part of the name table: every name whose hash falls in it, packed into four
+/// allocations: one byte arena with every name and every pre-encoded record set (a name's
+/// sets right after its key, so a hit reads one neighbourhood of memory), the entries, the set
+/// descriptors, and a hash table from the keyed hash of the name to its entry (colliding names
+/// are chained).
+#[derive(Default)]
+pub(crate) struct Shard {
     index: NameIndex,
     entries: Box<[Entry]>,
     sets: Box<[RecordSet]>,
     arena: Box<[u8]>,
+    records: usize,
+}
+
+impl Shard {
+    #[inline]
+    fn find(&self, hash: u64, name: &[u8]) -> Option<&Entry> {
+        let mut position = *self.index.get(&hash)?;
+        loop {
+            let entry = &self.entries[position as usize];
+            if self.key(entry) == name {
+                return Some(entry);
+            }
+            if entry.next_same_hash == END_OF_CHAIN {
+                return None;
+            }
+            position = entry.next_same_hash;
+        }
+    }
+
+    fn key(&self, entry: &Entry) -> &[u8] {
+        &self.arena[entry.key_start as usize..][..entry.key_len as usize]
+    }
+
+    /// Every name stored here.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &[u8]> {
+        self.entries.iter().map(|entry| self.key(entry))
+    }
+
+    /// The names stored here under `hash` (one, barring a 64-bit collision).
+    pub(crate) fn names_with_hash(&self, hash: u64) -> Vec<&[u8]> {
+        let mut names = Vec::new();
+        let mut position = self.index.get(&hash).copied().unwrap_or(END_OF_CHAIN);
+        while position != END_OF_CHAIN {
+            let entry = &self.entries[position as usize];
+            names.push(self.key(entry));
+            position = entry.next_same_hash;
+        }
+        names
+    }
+
+    fn index_bytes(&self) -> usize {
+        self.arena.len()
+            + self.entries.len() * std::mem::size_of::<Entry>()
+            + self.sets.len() * std::mem::size_of::<RecordSet>()
+            + self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+    }
+}
+
+/// Packs entries into a new [`Shard`].
+#[derive(Default)]
+pub(crate) struct ShardBuilder {
+    index: NameIndex,
+    entries: Vec<Entry>,
+    sets: Vec<RecordSet>,
+    arena: Vec<u8>,
+    records: usize,
+}
+
+impl ShardBuilder {
+    pub(crate) fn push(&mut self, hash: u64, name: &[u8], encoded: &EncodedEntry) {
+        let key_start = self.arena.len() as u32;
+        self.arena.extend_from_slice(name);
+        let (external_target_start, external_target_len) = match &encoded.external_target {
+            Some(target) => {
+                let start = self.arena.len() as u32;
+                self.arena.extend_from_slice(target);
+                (start, target.len() as u8)
+            }
+            None => (0, 0),
+        };
+        let sets_start = self.sets.len() as u32;
+        for set in &encoded.sets {
+            self.records += set.answer_count as usize;
+            let start = self.arena.len() as u32;
+            self.arena.extend_from_slice(&set.bytes);
+            self.sets.push(RecordSet {
+                qtype: set.qtype,
+                answer_count: set.answer_count,
+                additional_count: set.additional_count,
+                rotating_record_len: set.rotating_record_len,
+                start,
+                answer_len: set.answer_len,
+                end: self.arena.len() as u32,
+            });
+        }
+        self.push_entry(
+            hash,
+            Entry {
+                key_start,
+                sets_start,
+                external_target_start,
+                next_same_hash: END_OF_CHAIN,
+                key_len: name.len() as u8,
+                sets_count: encoded.sets.len() as u8,
+                external_target_len,
+                apex: encoded.apex,
+            },
+        );
+    }
+
+    /// Copies the entry of `name` from `old` unchanged (its bytes, not its encoding work).
+    pub(crate) fn copy(&mut self, hash: u64, name: &[u8], old: &Shard) {
+        let Some(entry) = old.find(hash, name) else {
+            return;
+        };
+        let key_start = self.arena.len() as u32;
+        self.arena.extend_from_slice(name);
+        let external_target_start = self.arena.len() as u32;
+        let target_start = entry.external_target_start as usize;
+        self.arena.extend_from_slice(
+            &old.arena[target_start..target_start + entry.external_target_len as usize],
+        );
+        let sets_start = self.sets.len() as u32;
+        for set in &old.sets[entry.sets_start as usize..][..entry.sets_count as usize] {
+            self.records += set.answer_count as usize;
+            let start = self.arena.len() as u32;
+            self.arena
+                .extend_from_slice(&old.arena[set.start as usize..set.end as usize]);
+            self.sets.push(RecordSet {
+                start,
+                end: self.arena.len() as u32,
+                ..*set
+            });
+        }
+        self.push_entry(
+            hash,
+            Entry {
+                key_start,
+                sets_start,
+                external_target_start,
+                next_same_hash: END_OF_CHAIN,
+                ..*entry
+            },
+        );
+    }
+
+    fn push_entry(&mut self, hash: u64, mut entry: Entry) {
+        let entry_index = self.entries.len() as u32;
+        entry.next_same_hash = self.index.insert(hash, entry_index).unwrap_or(END_OF_CHAIN);
+        self.entries.push(entry);
+    }
+
+    pub(crate) fn finish(mut self) -> Shard {
+        self.index.shrink_to_fit();
+        Shard {
+            index: self.index,
+            entries: self.entries.into_boxed_slice(),
+            sets: self.sets.into_boxed_slice(),
+            arena: self.arena.into_boxed_slice(),
+            records: self.records,
+        }
+    }
+}
+
+/// An immutable, fully encoded view of the cluster zone.
+///
+/// The names are spread over [`SHARD_COUNT`] immutable [`Shard`]s by their keyed hash. A
+/// snapshot is a vector of pointers to shards, so the next snapshot after a change shares
+/// every shard the change did not touch (see [`crate::live`]).
+pub struct Snapshot {
+    shards: Vec<Arc<Shard>>,
     hasher: RandomState,
     zone: Box<[u8]>,
     pod_mode: PodMode,
@@ -232,31 +407,78 @@ impl Snapshot {
     /// The snapshot served before the first full sync: the zone exists but every answer in
     /// it is SERVFAIL, so nothing is denied from an incomplete cache.
     pub fn unsynced(settings: &SnapshotSettings) -> Self {
-        let zone = wire::encode_name(&settings.records.zone).unwrap_or_else(|| vec![0]);
+        let mut snapshot = Self::from_shards(
+            (0..SHARD_COUNT).map(|_| Arc::default()).collect(),
+            RandomState::new(),
+            settings,
+        );
+        snapshot.synced = false;
+        snapshot
+    }
+
+    /// Builds the index from Kubernetes objects, from scratch (the oracle the incremental
+    /// [`crate::live::LiveZone`] is tested against).
+    pub fn build(state: &ClusterState, settings: &SnapshotSettings) -> Self {
+        let started = std::time::Instant::now();
+        let zone_records = records::collect(state, &settings.records);
+        let hasher = RandomState::new();
+        let mut builders: Vec<ShardBuilder> =
+            (0..SHARD_COUNT).map(|_| ShardBuilder::default()).collect();
+        for (name, records) in &zone_records.names {
+            let encoder = Encoder {
+                owner: name,
+                zone: &zone_records.zone,
+                names: &zone_records.names,
+                ttl: settings.ttl,
+            };
+            let hash = hasher.hash_one(name.as_slice());
+            builders[shard_of(hash)].push(hash, name, &encoder.entry(records));
+        }
+        let shards = builders
+            .into_iter()
+            .map(|builder| Arc::new(builder.finish()))
+            .collect();
+        let mut snapshot = Self::from_shards(shards, hasher, settings);
+        snapshot.stats.build_duration = started.elapsed();
+        snapshot
+    }
+
+    /// A synced snapshot serving `shards`, whose names were hashed with `hasher`.
+    pub(crate) fn from_shards(
+        shards: Vec<Arc<Shard>>,
+        hasher: RandomState,
+        settings: &SnapshotSettings,
+    ) -> Self {
+        debug_assert_eq!(shards.len(), SHARD_COUNT);
+        let built_at = SystemTime::now();
+        let serial = built_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs() as u32)
+            .unwrap_or(1);
+        let zone = records::fixed_part(&settings.records).zone;
+        let stats = SnapshotStats {
+            names: shards.iter().map(|shard| shard.entries.len()).sum(),
+            records: shards.iter().map(|shard| shard.records).sum(),
+            index_bytes: shards.iter().map(|shard| shard.index_bytes()).sum(),
+            build_duration: Duration::ZERO,
+        };
         Self {
-            index: NameIndex::default(),
-            entries: Box::new([]),
-            sets: Box::new([]),
-            arena: Box::new([]),
-            hasher: RandomState::new(),
+            shards,
+            hasher,
             zone: zone.into_boxed_slice(),
             pod_mode: settings.records.pod_mode,
             ttl: settings.ttl,
             negative_ttl: settings.negative_ttl,
-            serial: 0,
-            synced: false,
-            built_at: SystemTime::now(),
-            stats: SnapshotStats::default(),
+            serial,
+            synced: true,
+            built_at,
+            stats,
         }
     }
 
-    /// Builds the index from Kubernetes objects.
-    pub fn build(state: &ClusterState, settings: &SnapshotSettings) -> Self {
-        let started = std::time::Instant::now();
-        let zone_records = records::collect(state, &settings.records);
-        let mut snapshot = Self::encode(&zone_records, settings);
-        snapshot.stats.build_duration = started.elapsed();
-        snapshot
+    /// Sets the duration reported by [`Snapshot::stats`].
+    pub(crate) fn set_build_duration(&mut self, duration: Duration) {
+        self.stats.build_duration = duration;
     }
 
     /// When this snapshot was built.
@@ -273,107 +495,20 @@ impl Snapshot {
         self.stats
     }
 
-    fn encode(zone_records: &ZoneRecords, settings: &SnapshotSettings) -> Self {
-        let built_at = SystemTime::now();
-        let serial = built_at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_secs() as u32)
-            .unwrap_or(1);
-        let hasher = RandomState::new();
-        let mut index =
-            NameIndex::with_capacity_and_hasher(zone_records.names.len(), Default::default());
-        let mut entries = Vec::with_capacity(zone_records.names.len());
-        let mut sets = Vec::new();
-        let mut arena = Vec::new();
-        let mut record_total = 0usize;
-        for (name, records) in &zone_records.names {
-            let encoder = Encoder {
-                owner: name,
-                zone: zone_records,
-                ttl: settings.ttl,
-            };
-            let encoded = encoder.entry(records);
-            let key_start = arena.len() as u32;
-            arena.extend_from_slice(name);
-            let (external_target_start, external_target_len) = match &encoded.external_target {
-                Some(target) => {
-                    let start = arena.len() as u32;
-                    arena.extend_from_slice(target);
-                    (start, target.len() as u8)
-                }
-                None => (0, 0),
-            };
-            let sets_start = sets.len() as u32;
-            for set in &encoded.sets {
-                record_total += set.answer_count as usize;
-                let start = arena.len() as u32;
-                arena.extend_from_slice(&set.bytes);
-                sets.push(RecordSet {
-                    qtype: set.qtype,
-                    answer_count: set.answer_count,
-                    additional_count: set.additional_count,
-                    rotating_record_len: set.rotating_record_len,
-                    start,
-                    answer_len: set.answer_len,
-                    end: arena.len() as u32,
-                });
-            }
-            let entry_index = entries.len() as u32;
-            let hash = hasher.hash_one(name.as_slice());
-            let next_same_hash = index.insert(hash, entry_index).unwrap_or(END_OF_CHAIN);
-            entries.push(Entry {
-                key_start,
-                sets_start,
-                external_target_start,
-                next_same_hash,
-                key_len: name.len() as u8,
-                sets_count: encoded.sets.len() as u8,
-                external_target_len,
-                apex: encoded.apex,
-            });
-        }
-        index.shrink_to_fit();
-        let index_bytes = arena.len()
-            + entries.len() * std::mem::size_of::<Entry>()
-            + sets.len() * std::mem::size_of::<RecordSet>()
-            + index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1);
-        Self {
-            stats: SnapshotStats {
-                names: entries.len(),
-                records: record_total,
-                index_bytes,
-                build_duration: Duration::ZERO,
-            },
-            index,
-            entries: entries.into_boxed_slice(),
-            sets: sets.into_boxed_slice(),
-            arena: arena.into_boxed_slice(),
-            hasher,
-            zone: zone_records.zone.clone().into_boxed_slice(),
-            pod_mode: settings.records.pod_mode,
-            ttl: settings.ttl,
-            negative_ttl: settings.negative_ttl,
-            serial,
-            synced: true,
-            built_at,
-        }
+    /// Every name in the index (lower-case wire format), in no particular order.
+    pub fn names(&self) -> Vec<Vec<u8>> {
+        self.shards
+            .iter()
+            .flat_map(|shard| shard.names().map(<[u8]>::to_vec))
+            .collect()
     }
 
-    /// The entry of a lower-cased wire name: one hash, one key comparison.
+    /// The shard of a lower-cased wire name and its entry there: one hash, one key comparison.
     #[inline]
-    fn find(&self, name: &[u8]) -> Option<&Entry> {
-        let mut position = *self.index.get(&self.hasher.hash_one(name))?;
-        loop {
-            let entry = &self.entries[position as usize];
-            let key = &self.arena[entry.key_start as usize..][..entry.key_len as usize];
-            if key == name {
-                return Some(entry);
-            }
-            if entry.next_same_hash == END_OF_CHAIN {
-                return None;
-            }
-            position = entry.next_same_hash;
-        }
+    fn find(&self, name: &[u8]) -> Option<(&Shard, &Entry)> {
+        let hash = self.hasher.hash_one(name);
+        let shard = &*self.shards[shard_of(hash)];
+        shard.find(hash, name).map(|entry| (shard, entry))
     }
 
     fn placement(&self, question: &Question) -> Placement {
@@ -461,7 +596,7 @@ impl Snapshot {
             expire: 86_400,
             minimum: self.negative_ttl,
         };
-        let Some(entry) = self.find(question.name_lower()) else {
+        let Some((shard, entry)) = self.find(question.name_lower()) else {
             let pointer = u16::from_be_bytes(POINTER_TO_QUESTION);
             let position = reply.position;
             match (self.pod_address(question), question.qtype) {
@@ -506,11 +641,11 @@ impl Snapshot {
             reply.position = wire::write_soa(reply.out, reply.position, zone_offset, positive_soa);
             return reply.finish_answered(1, 0);
         }
-        let sets = &self.sets[entry.sets_start as usize..][..entry.sets_count as usize];
+        let sets = &shard.sets[entry.sets_start as usize..][..entry.sets_count as usize];
         let Some(set) = sets.iter().find(|set| set.qtype == question.qtype) else {
             return reply.finish_negative(response_code::NOERROR, zone_offset, negative_soa);
         };
-        let disposition = reply.write_set(set, &self.arena, rotation);
+        let disposition = reply.write_set(set, &shard.arena, rotation);
         if let Disposition::Reply {
             len, answers: 1, ..
         } = disposition
@@ -520,7 +655,7 @@ impl Snapshot {
             let start = entry.external_target_start as usize;
             return Disposition::ChaseExternal {
                 len,
-                target: self.arena[start..start + entry.external_target_len as usize].to_vec(),
+                target: shard.arena[start..start + entry.external_target_len as usize].to_vec(),
             };
         }
         disposition
@@ -695,10 +830,13 @@ impl<'a> Reply<'a> {
 
 /// Encodes the records of one name, with names compressed against the question (the owner)
 /// and against names written earlier in the same answer.
-struct Encoder<'a> {
-    owner: &'a [u8],
-    zone: &'a ZoneRecords,
-    ttl: u32,
+pub(crate) struct Encoder<'a> {
+    pub(crate) owner: &'a [u8],
+    /// The cluster zone, lower-case wire format.
+    pub(crate) zone: &'a [u8],
+    /// Where records of other names (SRV targets, alias targets, glue) are read.
+    pub(crate) names: &'a dyn records::RecordLookup,
+    pub(crate) ttl: u32,
 }
 
 /// Where name suffixes already sit in the message: suffix bytes → absolute offset.
@@ -752,11 +890,11 @@ impl Encoder<'_> {
         HEADER_LEN + self.owner.len() + 4
     }
 
-    fn entry(&self, records: &NameRecords) -> EncodedEntry {
+    pub(crate) fn entry(&self, records: &NameRecords) -> EncodedEntry {
         let mut sets = Vec::new();
         if let Some(target) = &records.alias {
             self.alias_sets(target, &mut sets);
-            let in_zone = target.ends_with(&self.zone.zone);
+            let in_zone = target.ends_with(self.zone);
             return EncodedEntry {
                 apex: records.apex,
                 sets,
@@ -867,7 +1005,7 @@ impl Encoder<'_> {
         let mut additional_count = 0;
         for target in targets {
             let (Some(pointer), Some(target_records)) =
-                (known.offset_of(target), self.zone.names.get(target))
+                (known.offset_of(target), self.names.lookup(target))
             else {
                 continue;
             };
@@ -911,10 +1049,10 @@ impl Encoder<'_> {
         let target_pointer = (self.answer_base() + 12) as u16 | 0xC000;
         let mut additional_count = 0;
         let mut glue_name = b"\x02ns\x03dns".to_vec();
-        glue_name.extend_from_slice(&self.zone.zone);
+        glue_name.extend_from_slice(self.zone);
         // Only the cluster apex has glue; reverse apexes point into the cluster zone's name.
-        if self.owner == &*self.zone.zone
-            && let Some(glue) = self.zone.names.get(&glue_name)
+        if self.owner == self.zone
+            && let Some(glue) = self.names.lookup(&glue_name)
         {
             for address in &glue.ipv4 {
                 push_record(
@@ -967,7 +1105,7 @@ impl Encoder<'_> {
             let mut target = first_target.to_vec();
             let mut owner_pointer = known.offset_of(&target).unwrap_or(0x3FFF);
             for _ in 0..MAX_ALIAS_CHAIN {
-                let Some(records) = self.zone.names.get(&target) else {
+                let Some(records) = self.names.lookup(&target) else {
                     break;
                 };
                 if let Some(next) = &records.alias {
