@@ -211,6 +211,15 @@ impl<K: Hash + Eq + Clone> AffinityTable<K> {
         Some(chosen)
     }
 
+    /// Forgets where `key` sticks, so its next pick is free (after its endpoint failed).
+    pub fn forget(&self, key: &K) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sticky
+            .remove(key);
+    }
+
     /// Forgets keys stuck to endpoints that are no longer usable.
     pub fn retain_usable(&self, endpoints: &Endpoints) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
