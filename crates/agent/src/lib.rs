@@ -13,7 +13,8 @@
 //! - [`run`] (this file): registration, the pod watch, and one worker per pod.
 //! - `node`: the Node object, its pod range (carved from the cluster range), heartbeats.
 //! - `ipam`: pod addresses of the node's range, lowest free first.
-//! - `pod`: the per-pod worker (an actor): start, probe, restart, delete.
+//! - `pod`: the per-pod worker (an actor): init containers in order, then start, probe,
+//!   restart, delete.
 //! - `process`: process groups, PID files, signals; `/proc` is the source of truth.
 //! - `probe`: httpGet, tcpSocket and exec checks and their schedule and thresholds.
 //! - `backoff`: kubelet's crash-loop back-off (10 s doubling to 300 s).

@@ -8,13 +8,18 @@
 //! container's restart count when it started) is ignored, so a late probe result can never
 //! touch a newer process. After each batch of messages the worker computes the pod status
 //! and hands it to the status writer only when it changed.
+//!
+//! Init containers come first in the worker's container slots. They run one at a time, in
+//! order, each to a successful exit, before the app containers start. A failed one is
+//! retried with the crash-loop back-off, unless the pod's restart policy is Never, which
+//! fails the pod. Until they are done every other container waits as `PodInitializing`.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodCondition, PodStatus, Probe};
+use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodStatus, Probe};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use kube::api::{DeleteParams, Preconditions};
@@ -85,6 +90,10 @@ enum Message {
         container: usize,
         run: u32,
     },
+    /// Its turn has come: the next init container, or the app containers after the last one.
+    Start {
+        container: usize,
+    },
 }
 
 struct Slot {
@@ -105,14 +114,20 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(spec: &Container) -> Slot {
+    fn new(spec: &Container, pod_has_init_containers: bool) -> Slot {
+        // Kubelet's waiting reason for a container that has not run yet.
+        let waiting_reason = if pod_has_init_containers {
+            "PodInitializing"
+        } else {
+            "ContainerCreating"
+        };
         Slot {
             view: ContainerView {
                 name: spec.name.clone(),
                 image: spec.image.clone().unwrap_or_default(),
                 container_id: None,
                 state: RunState::Waiting {
-                    reason: "ContainerCreating".into(),
+                    reason: waiting_reason.into(),
                     message: None,
                 },
                 last_termination: None,
@@ -196,7 +211,9 @@ struct Worker {
     ip: Ipv4Addr,
     directory: PathBuf,
     work_dir: PathBuf,
+    /// Init containers first (`..init_count`), then the app containers.
     slots: Vec<Slot>,
+    init_count: usize,
     sender: mpsc::UnboundedSender<Message>,
     start_time: Time,
     scheduled_at: Time,
@@ -218,11 +235,16 @@ pub async fn run_pod(shared: Arc<Shared>, ip: Ipv4Addr, mut inputs: Inputs, reco
     let work_dir = directory.join("work");
     let status = pod.status.clone().unwrap_or_default();
     let (sender, mut receiver) = mpsc::unbounded_channel();
-    let slots = pod
+    let init_containers: &[Container] = pod
         .spec
+        .as_ref()
+        .and_then(|spec| spec.init_containers.as_deref())
+        .unwrap_or_default();
+    let init_count = init_containers.len();
+    let slots = init_containers
         .iter()
-        .flat_map(|spec| spec.containers.iter())
-        .map(Slot::new)
+        .chain(pod.spec.iter().flat_map(|spec| spec.containers.iter()))
+        .map(|spec| Slot::new(spec, init_count > 0))
         .collect();
     let mut worker = Worker {
         start_time: status.start_time.clone().unwrap_or_else(now),
@@ -235,6 +257,7 @@ pub async fn run_pod(shared: Arc<Shared>, ip: Ipv4Addr, mut inputs: Inputs, reco
         directory,
         work_dir,
         slots,
+        init_count,
         sender,
         last_written: None,
         deleting: false,
@@ -246,13 +269,11 @@ pub async fn run_pod(shared: Arc<Shared>, ip: Ipv4Addr, mut inputs: Inputs, reco
     }
     if worker.pod.metadata.deletion_timestamp.is_none() {
         if recovered && !worker.shared.simulate {
-            worker
-                .recover(&status.container_statuses.unwrap_or_default())
-                .await;
+            worker.recover(&status).await;
+        } else if worker.init_count > 0 {
+            worker.start(0).await;
         } else {
-            for index in 0..worker.slots.len() {
-                worker.start(index).await;
-            }
+            worker.start_app_containers().await;
         }
         worker.drain(&mut receiver).await;
         worker.publish();
@@ -302,8 +323,14 @@ impl Worker {
 
     fn publish(&mut self) {
         let held = held_not_ready(&self.pod);
-        let mut views: Vec<ContainerView> =
-            self.slots.iter().map(|slot| slot.view.clone()).collect();
+        let mut views: Vec<ContainerView> = self.slots[self.init_count..]
+            .iter()
+            .map(|slot| slot.view.clone())
+            .collect();
+        let init_views: Vec<ContainerView> = self.slots[..self.init_count]
+            .iter()
+            .map(|slot| slot.view.clone())
+            .collect();
         if held {
             for view in &mut views {
                 view.ready = false;
@@ -311,6 +338,7 @@ impl Worker {
         }
         let policy = restart_policy(&self.pod);
         let status = pod_status(&PodView {
+            init_containers: &init_views,
             containers: &views,
             restart_policy: &policy,
             pod_ip: Some(self.ip.to_string()),
@@ -329,6 +357,16 @@ impl Worker {
         self.shared.writer.submit(self.key.clone(), status);
     }
 
+    fn is_init(&self, index: usize) -> bool {
+        index < self.init_count
+    }
+
+    async fn start_app_containers(&mut self) {
+        for index in self.init_count..self.slots.len() {
+            self.start(index).await;
+        }
+    }
+
     fn container_id(&self, index: usize, pid: Option<i32>) -> String {
         match pid {
             Some(pid) => format!("hollow://{pid}"),
@@ -345,6 +383,25 @@ impl Worker {
         }
         if self.shared.simulate {
             let container_id = self.container_id(index, None);
+            if self.is_init(index) {
+                // A simulated init container completes at once.
+                let started = now();
+                self.slots[index].has_run = true;
+                self.slots[index].view.container_id = Some(container_id.clone());
+                self.after_termination(
+                    index,
+                    Termination {
+                        exit_code: 0,
+                        signal: None,
+                        reason: "Completed".into(),
+                        message: None,
+                        started_at: Some(started.clone()),
+                        finished_at: started,
+                        container_id: Some(container_id),
+                    },
+                );
+                return;
+            }
             let slot = &mut self.slots[index];
             if slot.has_run {
                 slot.view.restart_count += 1;
@@ -477,8 +534,14 @@ impl Worker {
         slot.tasks.push(watcher.abort_handle());
         slot.view.state = RunState::Running { started_at: now() };
         slot.view.container_id = Some(container_id);
-        slot.view.started = slot.spec.startup_probe.is_none();
         slot.readiness_passing = false;
+        if index < self.init_count {
+            // Kubelet never reports an init container started, nor ready before it completed.
+            slot.view.started = false;
+            slot.view.ready = false;
+            return;
+        }
+        slot.view.started = slot.spec.startup_probe.is_none();
         slot.refresh_ready();
         self.spawn_probes(index, false);
     }
@@ -574,11 +637,31 @@ impl Worker {
     fn after_termination(&mut self, index: usize, termination: Termination) {
         let policy = restart_policy(&self.pod);
         let pod_name = format!("{}_{}({})", self.key.name, self.key.namespace, self.key.uid);
+        let init_count = self.init_count;
         let slot = &mut self.slots[index];
         slot.view.ready = false;
         slot.view.started = false;
         slot.readiness_passing = false;
-        if self.deleting || !should_restart(&policy, termination.exit_code) {
+        if index < init_count && !self.deleting && termination.exit_code == 0 {
+            slot.view.ready = true;
+            slot.view.state = RunState::Terminated(termination);
+            let next: Vec<usize> = if index + 1 < init_count {
+                vec![index + 1]
+            } else {
+                (init_count..self.slots.len()).collect()
+            };
+            for container in next {
+                let _ = self.sender.send(Message::Start { container });
+            }
+            return;
+        }
+        // An init container that failed is retried whatever the policy, except Never.
+        let restarts = if index < init_count {
+            policy != "Never"
+        } else {
+            should_restart(&policy, termination.exit_code)
+        };
+        if self.deleting || !restarts {
             slot.view.state = RunState::Terminated(termination);
             return;
         }
@@ -641,6 +724,12 @@ impl Worker {
                     container_id,
                 };
                 self.after_termination(container, termination);
+            }
+            Message::Start { container } => {
+                let slot = &self.slots[container];
+                if !slot.has_run && slot.process.is_none() && !self.deleting {
+                    self.start(container).await;
+                }
             }
             Message::RestartDue { container, run } => {
                 let slot = &self.slots[container];
@@ -715,9 +804,13 @@ impl Worker {
 
     /// After an agent restart: adopt processes that are still running, account for those that
     /// ended meanwhile, and start the rest.
-    async fn recover(&mut self, statuses: &[ContainerStatus]) {
+    async fn recover(&mut self, status: &PodStatus) {
+        if self.init_count > 0 && !self.recover_init_containers(status).await {
+            return;
+        }
+        let statuses = status.container_statuses.as_deref().unwrap_or_default();
         let policy = restart_policy(&self.pod);
-        for index in 0..self.slots.len() {
+        for index in self.init_count..self.slots.len() {
             let name = self.slots[index].spec.name.clone();
             let previous = statuses.iter().find(|status| status.name == name);
             let slot = &mut self.slots[index];
@@ -808,6 +901,97 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// After an agent restart, the init containers: completed ones stay completed; the first
+    /// one that had not completed runs again from the start (any process of it left running
+    /// is stopped first, its exit code could not be known). Returns whether the pod was
+    /// initialized, so its app containers are recovered next.
+    async fn recover_init_containers(&mut self, status: &PodStatus) -> bool {
+        let init_statuses = status
+            .init_container_statuses
+            .as_deref()
+            .unwrap_or_default();
+        // App containers only ever run after initialization.
+        let app_ran = self.slots[self.init_count..]
+            .iter()
+            .any(|slot| process::read_pid_file(&self.directory, &slot.spec.name).is_some())
+            || status.container_statuses.iter().flatten().any(|previous| {
+                previous
+                    .state
+                    .as_ref()
+                    .is_some_and(|state| state.waiting.is_none())
+                    || previous
+                        .last_state
+                        .as_ref()
+                        .is_some_and(|state| state.terminated.is_some())
+            });
+        let mut first_incomplete = None;
+        for index in 0..self.init_count {
+            let name = self.slots[index].spec.name.clone();
+            let previous = init_statuses.iter().find(|status| status.name == name);
+            let terminated = previous
+                .and_then(|status| status.state.as_ref()?.terminated.as_ref())
+                .map(termination_of);
+            let slot = &mut self.slots[index];
+            if let Some(previous) = previous {
+                slot.view.restart_count = previous.restart_count;
+                slot.view.container_id = previous.container_id.clone();
+                slot.view.last_termination = previous
+                    .last_state
+                    .as_ref()
+                    .and_then(|state| state.terminated.as_ref())
+                    .map(termination_of);
+                slot.has_run = previous.restart_count > 0
+                    || slot.view.last_termination.is_some()
+                    || previous
+                        .state
+                        .as_ref()
+                        .is_some_and(|state| state.waiting.is_none());
+                slot.run = previous.restart_count.max(0) as u32;
+            }
+            match terminated {
+                Some(termination) if termination.exit_code == 0 || app_ran => {
+                    slot.has_run = true;
+                    slot.view.ready = true;
+                    slot.view.state = RunState::Terminated(termination);
+                }
+                _ if app_ran => {
+                    let finished = now();
+                    slot.has_run = true;
+                    slot.view.ready = true;
+                    slot.view.state = RunState::Terminated(Termination {
+                        exit_code: 0,
+                        signal: None,
+                        reason: "Completed".into(),
+                        message: None,
+                        started_at: None,
+                        finished_at: finished,
+                        container_id: slot.view.container_id.clone(),
+                    });
+                }
+                terminated => {
+                    first_incomplete.get_or_insert((index, terminated));
+                }
+            }
+        }
+        let Some((index, terminated)) = first_incomplete else {
+            return true;
+        };
+        for slot in &self.slots[index..self.init_count] {
+            if let Some(record) = process::read_pid_file(&self.directory, &slot.spec.name) {
+                process::kill_group(&record).await;
+                process::remove_pid_file(&self.directory, &slot.spec.name);
+            }
+        }
+        match terminated {
+            // It failed for good before the restart.
+            Some(termination) if restart_policy(&self.pod) == "Never" => {
+                self.slots[index].view.state = RunState::Terminated(termination);
+            }
+            _ => self.start(index).await,
+        }
+        false
     }
 
     fn rotate_logs(&self) {

@@ -1,9 +1,15 @@
 //! Pod status as kubelet reports it, computed from the agent's view of each container.
 //!
-//! Phase follows kubelet's rules: a container that has never run keeps the pod Pending; a
-//! running one makes it Running; when all have stopped the restart policy decides between
-//! Running (they will restart), Succeeded and Failed. Conditions keep their
-//! `lastTransitionTime` until their status changes.
+//! Phase follows kubelet's rules: while an init container has not completed the pod is
+//! Pending (Failed when one failed and the restart policy is Never); then a container that
+//! has never run keeps the pod Pending; a running one makes it Running; when all have stopped
+//! the restart policy decides between Running (they will restart), Succeeded and Failed.
+//! Conditions keep their `lastTransitionTime` until their status changes.
+//!
+//! Init containers are reported as kubelet reports them, since `kubectl get pods` derives its
+//! `Init:1/2`, `Init:Error` and `Init:CrashLoopBackOff` column from them: a completed one is
+//! terminated with reason `Completed` and ready, none is ever `started`, and every container
+//! that has not run yet waits with reason `PodInitializing`.
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
@@ -108,8 +114,43 @@ fn state_of(state: &RunState) -> ContainerState {
     }
 }
 
+impl ContainerView {
+    /// An init container that ran to completion.
+    pub fn completed(&self) -> bool {
+        matches!(&self.state, RunState::Terminated(termination) if termination.exit_code == 0)
+    }
+
+    /// An init container whose last run failed (it may be waiting to run again).
+    fn failed(&self) -> bool {
+        match &self.state {
+            RunState::Terminated(termination) => termination.exit_code != 0,
+            RunState::Waiting { .. } => self
+                .last_termination
+                .as_ref()
+                .is_some_and(|termination| termination.exit_code != 0),
+            RunState::Running { .. } => false,
+        }
+    }
+}
+
 /// The pod phase kubelet would report.
-pub fn phase(containers: &[ContainerView], restart_policy: &str) -> &'static str {
+pub fn phase(
+    init_containers: &[ContainerView],
+    containers: &[ContainerView],
+    restart_policy: &str,
+) -> &'static str {
+    let incomplete: Vec<&ContainerView> = init_containers
+        .iter()
+        .filter(|container| !container.completed())
+        .collect();
+    if !incomplete.is_empty() {
+        let failed = incomplete.iter().any(|container| container.failed());
+        return if failed && restart_policy == "Never" {
+            "Failed"
+        } else {
+            "Pending"
+        };
+    }
     let mut never_ran = 0;
     let mut running = 0;
     let mut stopped = 0;
@@ -149,6 +190,7 @@ pub fn phase(containers: &[ContainerView], restart_policy: &str) -> &'static str
 
 /// Everything the pod-level status is built from.
 pub struct PodView<'a> {
+    pub init_containers: &'a [ContainerView],
     pub containers: &'a [ContainerView],
     pub restart_policy: &'a str,
     pub pod_ip: Option<String>,
@@ -164,7 +206,24 @@ pub struct PodView<'a> {
 
 /// The pod status to write.
 pub fn pod_status(view: &PodView<'_>) -> PodStatus {
-    let phase = phase(view.containers, view.restart_policy);
+    let phase = phase(view.init_containers, view.containers, view.restart_policy);
+    let uninitialized: Vec<&str> = view
+        .init_containers
+        .iter()
+        .filter(|container| !container.completed())
+        .map(|container| container.name.as_str())
+        .collect();
+    let (initialized_reason, initialized_message) = if uninitialized.is_empty() {
+        (None, None)
+    } else {
+        (
+            Some("ContainersNotInitialized".to_string()),
+            Some(format!(
+                "containers with incomplete status: [{}]",
+                uninitialized.join(" ")
+            )),
+        )
+    };
     let unready: Vec<&str> = view
         .containers
         .iter()
@@ -233,7 +292,12 @@ pub fn pod_status(view: &PodView<'_>) -> PodStatus {
             None,
             None,
         ),
-        condition("Initialized", true, None, None),
+        condition(
+            "Initialized",
+            uninitialized.is_empty(),
+            initialized_reason,
+            initialized_message,
+        ),
         condition("Ready", pod_ready, ready_reason, ready_message),
         condition(
             "ContainersReady",
@@ -262,6 +326,12 @@ pub fn pod_status(view: &PodView<'_>) -> PodStatus {
                 .map(ContainerView::to_status)
                 .collect(),
         ),
+        init_container_statuses: (!view.init_containers.is_empty()).then(|| {
+            view.init_containers
+                .iter()
+                .map(ContainerView::to_status)
+                .collect()
+        }),
         qos_class: Some("BestEffort".to_string()),
         ..PodStatus::default()
     }
@@ -314,17 +384,19 @@ mod tests {
         };
         assert_eq!(
             phase(
+                &[],
                 &[container(waiting("ImageNotRunnable"), false, false)],
                 "Always"
             ),
             "Pending"
         );
         assert_eq!(
-            phase(&[container(running.clone(), false, true)], "Always"),
+            phase(&[], &[container(running.clone(), false, true)], "Always"),
             "Running"
         );
         assert_eq!(
             phase(
+                &[],
                 &[container(waiting("CrashLoopBackOff"), true, false)],
                 "Always"
             ),
@@ -332,6 +404,7 @@ mod tests {
         );
         assert_eq!(
             phase(
+                &[],
                 &[container(RunState::Terminated(exit(0)), false, false)],
                 "Never"
             ),
@@ -339,6 +412,7 @@ mod tests {
         );
         assert_eq!(
             phase(
+                &[],
                 &[container(RunState::Terminated(exit(0)), false, false)],
                 "OnFailure"
             ),
@@ -346,6 +420,7 @@ mod tests {
         );
         assert_eq!(
             phase(
+                &[],
                 &[container(RunState::Terminated(exit(2)), false, false)],
                 "Never"
             ),
@@ -353,6 +428,7 @@ mod tests {
         );
         assert_eq!(
             phase(
+                &[],
                 &[container(RunState::Terminated(exit(2)), false, false)],
                 "OnFailure"
             ),
@@ -360,6 +436,7 @@ mod tests {
         );
         assert_eq!(
             phase(
+                &[],
                 &[
                     container(running, false, true),
                     container(waiting("ImageNotRunnable"), false, false)
@@ -380,6 +457,7 @@ mod tests {
             true,
         )];
         let mut view = PodView {
+            init_containers: &[],
             containers: &containers,
             restart_policy: "Always",
             pod_ip: Some("127.244.0.2".into()),
@@ -417,9 +495,69 @@ mod tests {
     }
 
     #[test]
+    fn init_containers_hold_the_pod_pending_or_fail_it() {
+        let running = RunState::Running {
+            started_at: time(1),
+        };
+        let app = [container(waiting("PodInitializing"), false, false)];
+        let done = container(RunState::Terminated(exit(0)), false, true);
+        let failed = container(RunState::Terminated(exit(2)), false, false);
+        let retrying = container(waiting("CrashLoopBackOff"), true, false);
+        let busy = container(running.clone(), false, false);
+        assert_eq!(phase(&[done.clone(), busy], &app, "Always"), "Pending");
+        assert_eq!(
+            phase(std::slice::from_ref(&failed), &app, "Never"),
+            "Failed"
+        );
+        assert_eq!(phase(&[failed], &app, "OnFailure"), "Pending");
+        assert_eq!(
+            phase(std::slice::from_ref(&retrying), &app, "Always"),
+            "Pending"
+        );
+        assert_eq!(
+            phase(
+                std::slice::from_ref(&done),
+                &[container(running, false, true)],
+                "Always"
+            ),
+            "Running"
+        );
+        let view = PodView {
+            init_containers: &[done, retrying],
+            containers: &app,
+            restart_policy: "Always",
+            pod_ip: Some("127.244.0.2".into()),
+            host_ip: "127.0.0.1".into(),
+            start_time: time(1),
+            scheduled_at: time(0),
+            previous_conditions: &[],
+            held_not_ready: false,
+            now: time(10),
+        };
+        let status = pod_status(&view);
+        let initialized = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|condition| condition.type_ == "Initialized")
+            .unwrap();
+        assert_eq!(initialized.status, "False");
+        assert_eq!(
+            initialized.reason.as_deref(),
+            Some("ContainersNotInitialized")
+        );
+        assert_eq!(
+            initialized.message.as_deref(),
+            Some("containers with incomplete status: [web]")
+        );
+        assert_eq!(status.init_container_statuses.unwrap().len(), 2);
+    }
+
+    #[test]
     fn unready_containers_are_named() {
         let containers = [container(waiting("CrashLoopBackOff"), true, false)];
         let view = PodView {
+            init_containers: &[],
             containers: &containers,
             restart_policy: "Always",
             pod_ip: Some("127.244.0.2".into()),

@@ -4,6 +4,7 @@
 //! Each test has its own API server, data directory and pod range (so tests running in
 //! parallel never bind the same address), and checks the process table through `/proc`.
 
+mod init;
 mod lifecycle;
 mod node;
 mod probes;
