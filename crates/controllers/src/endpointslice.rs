@@ -110,87 +110,8 @@ pub fn managed_selector(service: &Service) -> Option<&BTreeMap<String, String>> 
         .filter(|selector| !selector.is_empty())
 }
 
-/// The pods carrying one label pair, by name.
-type PodsByName = HashMap<String, Arc<Pod>>;
-
-/// Pods indexed by namespace and label pair, so that finding a Service's candidates does
-/// not scan every pod of the namespace (the cold-start cost with thousands of Services).
-/// Kept up to date one pod at a time by the controller.
-#[derive(Debug, Default)]
-pub struct PodIndex {
-    by_label: HashMap<String, HashMap<(String, String), PodsByName>>,
-    indexed_labels: HashMap<(String, String), BTreeMap<String, String>>,
-}
-
-impl PodIndex {
-    /// Indexes `pods`.
-    pub fn new(pods: impl IntoIterator<Item = Arc<Pod>>) -> PodIndex {
-        let mut index = PodIndex::default();
-        for pod in pods {
-            index.upsert(pod);
-        }
-        index
-    }
-
-    /// Adds or replaces a pod.
-    pub fn upsert(&mut self, pod: Arc<Pod>) {
-        let namespace = meta::namespace(&pod.metadata).to_string();
-        let name = meta::name(&pod.metadata).to_string();
-        self.remove(&namespace, &name);
-        let labels = meta::labels(&pod.metadata).clone();
-        let by_pair = self.by_label.entry(namespace.clone()).or_default();
-        for (key, value) in &labels {
-            by_pair
-                .entry((key.clone(), value.clone()))
-                .or_default()
-                .insert(name.clone(), pod.clone());
-        }
-        self.indexed_labels.insert((namespace, name), labels);
-    }
-
-    /// Forgets a pod.
-    pub fn remove(&mut self, namespace: &str, name: &str) {
-        let Some(labels) = self
-            .indexed_labels
-            .remove(&(namespace.to_string(), name.to_string()))
-        else {
-            return;
-        };
-        if let Some(by_pair) = self.by_label.get_mut(namespace) {
-            for pair in labels {
-                if let Some(pods) = by_pair.get_mut(&pair) {
-                    pods.remove(name);
-                    if pods.is_empty() {
-                        by_pair.remove(&pair);
-                    }
-                }
-            }
-        }
-    }
-
-    /// A superset of the pods `service` selects (those sharing its rarest selector pair);
-    /// [`reconcile`] does the exact matching.
-    pub fn candidates(&self, service: &Service) -> Vec<Arc<Pod>> {
-        let Some(selector) = managed_selector(service) else {
-            return Vec::new();
-        };
-        let Some(by_pair) = self.by_label.get(meta::namespace(&service.metadata)) else {
-            return Vec::new();
-        };
-        let mut rarest: Option<&PodsByName> = None;
-        for (key, value) in selector {
-            let Some(pods) = by_pair.get(&(key.clone(), value.clone())) else {
-                return Vec::new();
-            };
-            if rarest.is_none_or(|current| pods.len() < current.len()) {
-                rarest = Some(pods);
-            }
-        }
-        rarest
-            .map(|pods| pods.values().cloned().collect())
-            .unwrap_or_default()
-    }
-}
+/// The pod index moved to [`crate::index`]; kept here for existing callers.
+pub use crate::index::PodIndex;
 
 /// The pods a Service selects: same namespace, every selector pair present.
 pub fn selected_pods<'a>(service: &Service, pods: &'a [Arc<Pod>]) -> Vec<&'a Pod> {
@@ -364,18 +285,14 @@ fn build_endpoint(
     }
 }
 
-/// The identity of an endpoint across reconciles: the pod it points at, so a pod that
-/// changes (or is recreated under the same name) is updated in place.
-fn endpoint_key(endpoint: &Endpoint) -> String {
-    match &endpoint.target_ref {
-        Some(reference) => format!(
-            "{}/{}/{}",
-            reference.kind.as_deref().unwrap_or_default(),
-            reference.namespace.as_deref().unwrap_or_default(),
-            reference.name.as_deref().unwrap_or_default()
-        ),
-        None => endpoint.addresses.join(","),
-    }
+/// The pod an existing endpoint points at, when it is a pod of `namespace`. Endpoints are
+/// matched to the desired ones by it, so a pod that changes (or is recreated under the
+/// same name) is updated in place; an endpoint pointing elsewhere matches nothing.
+fn endpoint_pod<'a>(endpoint: &'a Endpoint, namespace: &str) -> Option<&'a str> {
+    let reference = endpoint.target_ref.as_ref()?;
+    let is_local_pod = reference.kind.as_deref() == Some("Pod")
+        && reference.namespace.as_deref() == Some(namespace);
+    is_local_pod.then_some(reference.name.as_deref()).flatten()
 }
 
 /// The labels every managed slice of `service` carries.
@@ -422,29 +339,34 @@ fn slice_endpoints(slice: &EndpointSlice) -> &[Endpoint] {
 }
 
 /// The endpoints one address type and one port set should list, in pod-name order.
-struct Group {
+/// Slices are planned with positions into `endpoints`, so that comparing an unchanged
+/// slice costs no copies.
+struct Group<'a> {
     ports: Vec<EndpointPort>,
     endpoints: Vec<Endpoint>,
-    index: HashMap<String, usize>,
+    /// Pod name → position in `endpoints`.
+    index: HashMap<&'a str, usize>,
     placed: Vec<bool>,
 }
 
-impl Group {
-    fn take(&mut self, key: &str) -> Option<Endpoint> {
-        let position = *self.index.get(key)?;
+impl Group<'_> {
+    /// The position of the pod's endpoint, unless a slice already took it.
+    fn take(&mut self, pod: &str) -> Option<usize> {
+        let position = *self.index.get(pod)?;
         if self.placed[position] {
             return None;
         }
         self.placed[position] = true;
-        Some(self.endpoints[position].clone())
+        Some(position)
     }
 
-    fn remaining(&mut self) -> Vec<Endpoint> {
+    /// The positions of the endpoints no slice took yet.
+    fn remaining(&mut self) -> Vec<usize> {
         let mut rest = Vec::new();
-        for (position, endpoint) in self.endpoints.iter().enumerate() {
-            if !self.placed[position] {
-                self.placed[position] = true;
-                rest.push(endpoint.clone());
+        for (position, placed) in self.placed.iter_mut().enumerate() {
+            if !*placed {
+                *placed = true;
+                rest.push(position);
             }
         }
         rest
@@ -452,9 +374,10 @@ impl Group {
 }
 
 /// A managed slice after removal of stale endpoints, before new ones are added.
-struct Working {
-    slice: EndpointSlice,
-    endpoints: Vec<Endpoint>,
+struct Working<'a> {
+    slice: &'a EndpointSlice,
+    /// Positions in the group's endpoints, in slice order.
+    endpoints: Vec<usize>,
     changed: bool,
 }
 
@@ -473,6 +396,7 @@ pub fn reconcile_with(
     let publish_not_ready = publishes_not_ready(service);
     let address_types = address_types(service);
     let selected = selected_pods(service, pods);
+    let namespace = meta::namespace(&service.metadata);
     let service_uid = meta::uid(&service.metadata);
     let desired_labels = slice_labels(settings, service);
     let owner = meta::controller_reference(Kind::Service, &service.metadata);
@@ -534,7 +458,7 @@ pub fn reconcile_with(
             let group = &mut groups[group_position];
             group
                 .index
-                .insert(endpoint_key(&endpoint), group.endpoints.len());
+                .insert(meta::name(&pod.metadata), group.endpoints.len());
             group.endpoints.push(endpoint);
             group.placed.push(false);
             desired_total += 1;
@@ -558,10 +482,10 @@ pub fn reconcile_with(
             let mut endpoints = Vec::new();
             let mut changed = false;
             for existing in slice_endpoints(slice) {
-                match group.take(&endpoint_key(existing)) {
-                    Some(desired) => {
-                        changed |= desired != *existing;
-                        endpoints.push(desired);
+                match endpoint_pod(existing, namespace).and_then(|pod| group.take(pod)) {
+                    Some(position) => {
+                        changed |= group.endpoints[position] != *existing;
+                        endpoints.push(position);
                     }
                     None => changed = true,
                 }
@@ -579,7 +503,7 @@ pub fn reconcile_with(
             working.push((
                 group_position,
                 Working {
-                    slice: (*slice).clone(),
+                    slice,
                     endpoints,
                     changed: changed || !metadata_current,
                 },
@@ -612,8 +536,10 @@ pub fn reconcile_with(
                         break;
                     }
                 }
-                let batch: Vec<Endpoint> =
-                    remaining.drain(..capacity.min(remaining.len())).collect();
+                let batch: Vec<Endpoint> = remaining
+                    .drain(..capacity.min(remaining.len()))
+                    .map(|position| group.endpoints[position].clone())
+                    .collect();
                 to_create.push(new_slice(
                     service,
                     &desired_labels,
@@ -624,9 +550,16 @@ pub fn reconcile_with(
                 ));
             }
         }
-        for (_, slice) in working.into_iter().filter(|(_, slice)| slice.changed) {
-            let mut updated = slice.slice;
-            updated.endpoints = Some(slice.endpoints);
+        for (group_position, slice) in working.into_iter().filter(|(_, slice)| slice.changed) {
+            let desired = &groups[group_position].endpoints;
+            let mut updated = slice.slice.clone();
+            updated.endpoints = Some(
+                slice
+                    .endpoints
+                    .iter()
+                    .map(|position| desired[*position].clone())
+                    .collect(),
+            );
             updated.metadata.labels = Some(desired_labels.clone());
             set_owner(&mut updated.metadata, &owner);
             to_update.push(updated);
@@ -746,55 +679,3 @@ fn new_slice(
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod index_tests {
-    use super::*;
-    use crate::fixtures::{pod, service};
-
-    #[test]
-    fn candidates_come_from_the_rarest_selector_pair_in_the_namespace() {
-        let mut narrow = service("web", "web");
-        narrow
-            .spec
-            .as_mut()
-            .unwrap()
-            .selector
-            .as_mut()
-            .unwrap()
-            .insert("tier".into(), "db".into());
-        let mut db = pod("db-0", "web", "10.0.0.1", true);
-        db.metadata
-            .labels
-            .as_mut()
-            .unwrap()
-            .insert("tier".into(), "db".into());
-        let mut elsewhere = pod("web-9", "web", "10.0.0.9", true);
-        elsewhere.metadata.namespace = Some("other".into());
-        let mut index =
-            PodIndex::new([db, pod("web-0", "web", "10.0.0.2", true), elsewhere].map(Arc::new));
-        let names = |pods: Vec<Arc<Pod>>| {
-            let mut names: Vec<String> = pods
-                .iter()
-                .map(|pod| meta::name(&pod.metadata).to_string())
-                .collect();
-            names.sort();
-            names
-        };
-        assert_eq!(names(index.candidates(&narrow)), vec!["db-0"]);
-        assert_eq!(
-            names(index.candidates(&service("web", "web"))),
-            vec!["db-0", "web-0"]
-        );
-        assert!(index.candidates(&service("web", "nothing")).is_empty());
-
-        // Relabelled and removed pods leave the index.
-        index.upsert(Arc::new(pod("web-0", "other", "10.0.0.2", true)));
-        assert_eq!(
-            names(index.candidates(&service("web", "web"))),
-            vec!["db-0"]
-        );
-        index.remove("default", "db-0");
-        assert!(index.candidates(&service("web", "web")).is_empty());
-    }
-}

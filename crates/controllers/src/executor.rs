@@ -71,6 +71,10 @@ pub struct Applied {
     pub written: Vec<Written>,
     /// The first write that failed.
     pub error: Option<WriteError>,
+    /// The EndpointSlices created or replaced, as the server returned them (with their
+    /// names and resourceVersions), so a controller can plan its next step on them
+    /// before its watch delivers them.
+    pub slices: Vec<EndpointSlice>,
 }
 
 /// A write that failed.
@@ -153,6 +157,7 @@ impl Executor {
     /// outcome lists what was written and the first error, if any.
     pub async fn apply(&self, plan: Plan) -> Applied {
         let mut written = Vec::new();
+        let mut slices = Vec::new();
         let mut first_error: Option<WriteError> = None;
         let mut note =
             |result: Result<Written, WriteError>, written: &mut Vec<Written>| match result {
@@ -166,7 +171,7 @@ impl Executor {
             };
         for object in plan.create {
             let owner_event = PodOwnerEvent::of(&object);
-            let result = self.create(object).await;
+            let result = self.create(object, &mut slices).await;
             if let Some(owner_event) = owner_event {
                 self.record_pod_outcome(owner_event, "create", &result)
                     .await;
@@ -174,10 +179,23 @@ impl Executor {
             note(result, &mut written);
         }
         for object in plan.update {
-            note(self.replace(object, false).await, &mut written);
+            let started = std::time::Instant::now();
+            let kind = match &object {
+                Object::Endpoints(_) => "Endpoints",
+                Object::EndpointSlice(_) => "EndpointSlice",
+                _ => "other",
+            };
+            let result = self.replace(object, false, &mut slices).await;
+            tracing::debug!(
+                target: "hollow_controllers::timing",
+                kind,
+                write_us = started.elapsed().as_micros() as u64,
+                "replace"
+            );
+            note(result, &mut written);
         }
         for object in plan.update_status {
-            note(self.replace(object, true).await, &mut written);
+            note(self.replace(object, true, &mut slices).await, &mut written);
         }
         for patch in plan.patch {
             note(self.patch(patch).await, &mut written);
@@ -200,10 +218,15 @@ impl Executor {
         Applied {
             written,
             error: first_error,
+            slices,
         }
     }
 
-    async fn create(&self, object: Object) -> Result<Written, WriteError> {
+    async fn create(
+        &self,
+        object: Object,
+        slices: &mut Vec<EndpointSlice>,
+    ) -> Result<Written, WriteError> {
         let namespace = meta::namespace(object.metadata()).to_string();
         let name = object.display_name();
         let pp = PostParams::default();
@@ -227,9 +250,18 @@ impl Executor {
             Object::Endpoints(endpoints) => create_typed(&self.client, Kind::Endpoints, &endpoints)
                 .await
                 .map_err(fail(Kind::Endpoints)),
-            Object::EndpointSlice(slice) => create_typed(&self.client, Kind::EndpointSlice, &slice)
-                .await
-                .map_err(fail(Kind::EndpointSlice)),
+            Object::EndpointSlice(slice) => {
+                let namespace = meta::namespace(&slice.metadata).to_string();
+                api::<EndpointSlice>(&self.client, &namespace)
+                    .create(&PostParams::default(), &slice)
+                    .await
+                    .map(|created| {
+                        let done = present(Kind::EndpointSlice, &created);
+                        slices.push(created);
+                        done
+                    })
+                    .map_err(fail(Kind::EndpointSlice))
+            }
             Object::ReplicaSet(set) => create_typed(&self.client, Kind::ReplicaSet, &set)
                 .await
                 .map_err(fail(Kind::ReplicaSet)),
@@ -258,7 +290,12 @@ impl Executor {
         }
     }
 
-    async fn replace(&self, object: Object, status: bool) -> Result<Written, WriteError> {
+    async fn replace(
+        &self,
+        object: Object,
+        status: bool,
+        slices: &mut Vec<EndpointSlice>,
+    ) -> Result<Written, WriteError> {
         let verb = if status { "replace status" } else { "replace" };
         let namespace = meta::namespace(object.metadata()).to_string();
         let name = object.display_name();
@@ -287,8 +324,15 @@ impl Executor {
                     .map_err(fail(Kind::Endpoints))
             }
             Object::EndpointSlice(slice) => {
-                replace_typed(&self.client, Kind::EndpointSlice, &slice, status)
+                let objects = api::<EndpointSlice>(&self.client, &namespace);
+                objects
+                    .replace(meta::name(&slice.metadata), &PostParams::default(), &slice)
                     .await
+                    .map(|replaced| {
+                        let done = present(Kind::EndpointSlice, &replaced);
+                        slices.push(replaced);
+                        done
+                    })
                     .map_err(fail(Kind::EndpointSlice))
             }
             Object::ReplicaSet(set) => replace_typed(&self.client, Kind::ReplicaSet, &set, status)

@@ -47,6 +47,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod executor;
 pub mod garbage_collector;
+pub mod index;
 pub mod meta;
 pub mod plan;
 pub mod replicaset;

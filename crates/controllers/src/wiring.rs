@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::channel::mpsc;
@@ -41,6 +41,7 @@ use tokio::time::Instant;
 
 use crate::executor::{Executor, WriteError, Written};
 use crate::garbage_collector::{self, GraphObject};
+use crate::index::{PodIndex, ServiceIndex, SliceIndex};
 use crate::plan::{Kind, Plan};
 use crate::{deployment, endpoints, endpointslice, meta, replicaset, scheduler, statefulset};
 
@@ -137,11 +138,30 @@ impl<K> Hub<K> {
     }
 }
 
+/// A change of the store, as an index beside it sees it.
+enum Change<'a, K> {
+    /// The object as the store now holds it.
+    Upsert(Arc<K>),
+    /// The object left the store.
+    Remove(&'a K),
+    /// The store was replaced by a relist; this is everything it holds now.
+    Relisted(Vec<Arc<K>>),
+}
+
+/// Keeps an index in step with a store; called right after the store changed and before
+/// any subscriber hears of the change, so a reconcile triggered by an event always finds
+/// the event's object in the index.
+type IndexHook<K> = Box<dyn FnMut(Change<'_, K>) + Send>;
+
 /// Watches one kind into `writer`, publishing every change to `hub`. After a (re)list
 /// it publishes every object, plus those that vanished while the watch was down, so
 /// no deletion goes unnoticed.
-async fn drive<K>(api: Api<K>, writer: reflector::store::Writer<K>, hub: Arc<Hub<K>>)
-where
+async fn drive<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    hub: Arc<Hub<K>>,
+    mut index: IndexHook<K>,
+) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let reader = writer.as_reader();
@@ -153,13 +173,23 @@ where
     let mut events = pin!(events);
     while let Some(event) = events.next().await {
         match event {
-            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
+            Ok(watcher::Event::Apply(object)) => {
+                // The store is level with (or ahead of) this event; index what it holds.
+                let object = reader
+                    .get(&ObjectRef::from_obj(&object))
+                    .unwrap_or_else(|| Arc::new(object));
+                index(Change::Upsert(object.clone()));
+                hub.send(&object)
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                index(Change::Remove(&object));
                 hub.send(&Arc::new(object))
             }
             Ok(watcher::Event::Init) => before_relist = reader.state(),
             Ok(watcher::Event::InitApply(_)) => {}
             Ok(watcher::Event::InitDone) => {
                 let now: Vec<Arc<K>> = reader.state();
+                index(Change::Relisted(now.clone()));
                 let present: HashSet<ObjectRef<K>> = now
                     .iter()
                     .map(|object| ObjectRef::from_obj(object.as_ref()))
@@ -202,9 +232,14 @@ where
         }
     }
 
-    fn start(&mut self, api: Api<K>, tasks: &mut Vec<tokio::task::JoinHandle<()>>) {
+    fn start(
+        &mut self,
+        api: Api<K>,
+        index: IndexHook<K>,
+        tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) {
         if let Some(writer) = self.writer.take() {
-            tasks.push(tokio::spawn(drive(api, writer, self.hub.clone())));
+            tasks.push(tokio::spawn(drive(api, writer, self.hub.clone(), index)));
         }
     }
 }
@@ -228,6 +263,97 @@ pub struct Stores {
     pub stateful_sets: Store<StatefulSet>,
     /// Nodes.
     pub nodes: Store<Node>,
+    /// Indexes over pods, Services and slices, kept in step with their stores.
+    pub indexes: Arc<Indexes>,
+}
+
+/// The indexes beside the stores (see [`crate::index`]). Pods and slices are read
+/// through them, including for expectations, so a reconcile never sees an index that
+/// lags the store it checked.
+#[derive(Default)]
+pub struct Indexes {
+    /// Pods by label pair, owner and name.
+    pub pods: RwLock<PodIndex>,
+    /// Services by selector pair.
+    pub services: RwLock<ServiceIndex>,
+    /// EndpointSlices by Service.
+    pub slices: RwLock<SliceIndex>,
+}
+
+impl Indexes {
+    fn pods(&self) -> std::sync::RwLockReadGuard<'_, PodIndex> {
+        self.pods.read().expect("pod index lock")
+    }
+
+    fn slices(&self) -> std::sync::RwLockReadGuard<'_, SliceIndex> {
+        self.slices.read().expect("slice index lock")
+    }
+
+    fn services(&self) -> std::sync::RwLockReadGuard<'_, ServiceIndex> {
+        self.services.read().expect("service index lock")
+    }
+
+    /// Rebuilds every index from the stores. Each store is read while its index is
+    /// locked, so a change the watch applies meanwhile is indexed after the rebuild,
+    /// never overwritten by it.
+    fn rebuild(&self, stores: &Stores) {
+        let mut pods = self.pods.write().expect("pod index lock");
+        *pods = PodIndex::new(stores.pods.state());
+        drop(pods);
+        let mut services = self.services.write().expect("service index lock");
+        *services = ServiceIndex::new(stores.services.state());
+        drop(services);
+        let mut slices = self.slices.write().expect("slice index lock");
+        *slices = SliceIndex::new(stores.slices.state());
+    }
+
+    fn pod_hook(self: &Arc<Self>) -> IndexHook<Pod> {
+        let indexes = self.clone();
+        Box::new(move |change| {
+            let mut pods = indexes.pods.write().expect("pod index lock");
+            match change {
+                Change::Upsert(pod) => pods.upsert(pod),
+                Change::Remove(pod) => {
+                    pods.remove(meta::namespace(&pod.metadata), meta::name(&pod.metadata))
+                }
+                Change::Relisted(all) => *pods = PodIndex::new(all),
+            }
+        })
+    }
+
+    fn service_hook(self: &Arc<Self>) -> IndexHook<Service> {
+        let indexes = self.clone();
+        Box::new(move |change| {
+            let mut services = indexes.services.write().expect("service index lock");
+            match change {
+                Change::Upsert(service) => services.upsert(&service),
+                Change::Remove(service) => services.remove(
+                    meta::namespace(&service.metadata),
+                    meta::name(&service.metadata),
+                ),
+                Change::Relisted(all) => *services = ServiceIndex::new(all),
+            }
+        })
+    }
+
+    fn slice_hook(self: &Arc<Self>) -> IndexHook<EndpointSlice> {
+        let indexes = self.clone();
+        Box::new(move |change| {
+            let mut slices = indexes.slices.write().expect("slice index lock");
+            match change {
+                Change::Upsert(slice) => slices.upsert(slice),
+                Change::Remove(slice) => slices.remove(
+                    meta::namespace(&slice.metadata),
+                    meta::name(&slice.metadata),
+                ),
+                Change::Relisted(all) => *slices = SliceIndex::new(all),
+            }
+        })
+    }
+}
+
+fn no_index<K>() -> IndexHook<K> {
+    Box::new(|_| {})
 }
 
 fn lookup<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
@@ -258,10 +384,20 @@ impl Stores {
             lookup(store, namespace, name).map(|object| object.meta().clone())
         }
         match kind {
-            Kind::Pod => get(&self.pods, namespace, name),
+            Kind::Pod => self
+                .indexes
+                .pods()
+                .get(namespace, name)
+                .map(|pod| pod.metadata.clone()),
             Kind::Service => get(&self.services, namespace, name),
             Kind::Endpoints => get(&self.endpoints, namespace, name),
-            Kind::EndpointSlice => get(&self.slices, namespace, name),
+            // Slices without a Service label are not indexed; the store has them.
+            Kind::EndpointSlice => self
+                .indexes
+                .slices()
+                .get(namespace, name)
+                .map(|slice| slice.metadata.clone())
+                .or_else(|| get(&self.slices, namespace, name)),
             Kind::ReplicaSet => get(&self.replica_sets, namespace, name),
             Kind::Deployment => get(&self.deployments, namespace, name),
             Kind::StatefulSet => get(&self.stateful_sets, namespace, name),
@@ -324,6 +460,122 @@ impl Stores {
 }
 
 // ---------------------------------------------------------------------------------------
+// The EndpointSlice controller's own writes.
+
+/// One of our slice writes that the slice cache may not show yet.
+enum SliceWrite {
+    /// Created or replaced: the object as the server returned it.
+    Present(Arc<EndpointSlice>),
+    /// Deleted: the uid that was deleted.
+    Deleted(Option<String>),
+}
+
+/// The EndpointSlice controller's writes per Service, laid over the slice cache until it
+/// catches up (what Kubernetes' EndpointSlice controller calls its tracker). Planning on
+/// them lets the next reconcile of a busy Service run as soon as the previous one's
+/// writes return, instead of waiting for the watch to deliver them; a stale cache would
+/// otherwise mean conflicting replaces or duplicate slices.
+#[derive(Default)]
+struct SliceWrites {
+    /// (namespace, Service name) → slice name → (write, when it expires).
+    by_service: HashMap<(String, String), HashMap<String, (SliceWrite, Instant)>>,
+}
+
+/// Whether resourceVersion `seen` is at least `written` (numerically when both are
+/// numbers, as hollow's and etcd's are; otherwise only equality counts).
+fn at_least(seen: Option<&str>, written: Option<&str>) -> bool {
+    match (seen, written) {
+        (Some(seen), Some(written)) => match (seen.parse::<u64>(), written.parse::<u64>()) {
+            (Ok(seen), Ok(written)) => seen >= written,
+            _ => seen == written,
+        },
+        _ => false,
+    }
+}
+
+impl SliceWrites {
+    /// Remembers what a reconcile of `service` wrote.
+    fn record(
+        &mut self,
+        service: (String, String),
+        written: Vec<EndpointSlice>,
+        deleted: Vec<(String, Option<String>)>,
+    ) {
+        if written.is_empty() && deleted.is_empty() {
+            return;
+        }
+        let expires = Instant::now() + EXPECTATION_DEADLINE;
+        let ours = self.by_service.entry(service).or_default();
+        for slice in written {
+            let name = meta::name(&slice.metadata).to_string();
+            ours.insert(name, (SliceWrite::Present(Arc::new(slice)), expires));
+        }
+        for (name, uid) in deleted {
+            ours.insert(name, (SliceWrite::Deleted(uid), expires));
+        }
+    }
+
+    /// Forgets our write of one slice, after a write of it failed (a conflict or a
+    /// slice gone): the cache decides again.
+    fn forget(&mut self, service: &(String, String), slice: &str) {
+        if let Some(ours) = self.by_service.get_mut(service) {
+            ours.remove(slice);
+        }
+    }
+
+    /// `cached`, the cached slices of `service`, with our newer writes laid over them.
+    /// Writes the cache has caught up with (or that expired) are dropped.
+    fn overlay(
+        &mut self,
+        service: &(String, String),
+        mut cached: Vec<Arc<EndpointSlice>>,
+    ) -> Vec<Arc<EndpointSlice>> {
+        let Some(ours) = self.by_service.get_mut(service) else {
+            return cached;
+        };
+        let now = Instant::now();
+        ours.retain(|name, (write, expires)| {
+            if now >= *expires {
+                return false;
+            }
+            let position = cached
+                .iter()
+                .position(|slice| meta::name(&slice.metadata) == name);
+            match (write, position) {
+                (SliceWrite::Present(slice), None) => {
+                    cached.push(slice.clone());
+                    true
+                }
+                (SliceWrite::Present(slice), Some(position)) => {
+                    let seen = &cached[position].metadata;
+                    let caught_up = seen.uid == slice.metadata.uid
+                        && at_least(
+                            seen.resource_version.as_deref(),
+                            slice.metadata.resource_version.as_deref(),
+                        );
+                    if !caught_up {
+                        cached[position] = slice.clone();
+                    }
+                    !caught_up
+                }
+                (SliceWrite::Deleted(uid), Some(position)) => {
+                    let still_there = cached[position].metadata.uid == *uid;
+                    if still_there {
+                        cached.remove(position);
+                    }
+                    still_there
+                }
+                (SliceWrite::Deleted(_), None) => false,
+            }
+        });
+        if ours.is_empty() {
+            self.by_service.remove(service);
+        }
+        cached
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Shared controller context.
 
 struct Context {
@@ -336,8 +588,8 @@ struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Bindings made but not yet seen in the pod cache: pod key → node.
     assumed_bindings: Mutex<HashMap<String, String>>,
-    /// The cached pods by label, kept current by the EndpointSlice controller's pod mapper.
-    pod_index: Arc<Mutex<endpointslice::PodIndex>>,
+    /// The EndpointSlice controller's writes the slice cache may not show yet.
+    slice_writes: Mutex<SliceWrites>,
 }
 
 fn key_of<K: Resource<DynamicType = ()>>(object: &K) -> String {
@@ -391,7 +643,10 @@ fn error_policy<K: Resource<DynamicType = ()>>(
     error: &Error,
     context: Arc<Context>,
 ) -> Action {
-    let key = key_of(object.as_ref());
+    failed(key_of(object.as_ref()), error, &context)
+}
+
+fn failed(key: String, error: &Error, context: &Context) -> Action {
     let failures = {
         let mut failures = context.failures.lock().expect("failures lock");
         let count = failures.entry(key.clone()).or_default();
@@ -409,36 +664,114 @@ fn now() -> Time {
 // ---------------------------------------------------------------------------------------
 // Reconcilers: read the stores, plan, apply.
 
+/// Plans a Service's slices on the caches plus the controller's own recent writes (see
+/// [`SliceWrites`]), so it needs no expectations: it can run again at once.
 async fn reconcile_service(service: Arc<Service>, context: Arc<Context>) -> Result<Action, Error> {
     let key = key_of(service.as_ref());
+    let started = std::time::Instant::now();
+    let namespace = meta::namespace(&service.metadata);
+    let name = meta::name(&service.metadata);
+    let service_key = (namespace.to_string(), name.to_string());
+    let pods = context.stores.indexes.pods().candidates(&service);
+    let cached = context.stores.indexes.slices().of_service(namespace, name);
+    let slices = context
+        .slice_writes
+        .lock()
+        .expect("slice writes lock")
+        .overlay(&service_key, cached);
+    let selected = started.elapsed();
+    let plan =
+        endpointslice::reconcile_with(&context.options.endpoint_slices, &service, &pods, &slices);
+    let planned = started.elapsed();
+    let writes = plan.write_count();
+    let result = if plan.is_empty() {
+        context.failures.lock().expect("failures lock").remove(&key);
+        Ok(Action::requeue(context.options.resync))
+    } else {
+        let applied = context.executor.apply(plan).await;
+        let deleted = applied
+            .written
+            .iter()
+            .filter_map(|written| match written {
+                Written::Absent {
+                    kind: Kind::EndpointSlice,
+                    name,
+                    uid,
+                    ..
+                } => Some((name.clone(), uid.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut slice_writes = context.slice_writes.lock().expect("slice writes lock");
+        slice_writes.record(service_key.clone(), applied.slices, deleted);
+        match applied.error {
+            Some(error) => {
+                slice_writes.forget(&service_key, &error.name);
+                Err(error.into())
+            }
+            None => {
+                context.failures.lock().expect("failures lock").remove(&key);
+                Ok(Action::requeue(context.options.resync))
+            }
+        }
+    };
+    let applied = started.elapsed();
+    tracing::debug!(
+        target: "hollow_controllers::timing",
+        pods = pods.len(),
+        writes,
+        select_us = selected.as_micros() as u64,
+        plan_us = (planned - selected).as_micros() as u64,
+        apply_us = (applied - planned).as_micros() as u64,
+        "endpointslice reconcile"
+    );
+    result
+}
+
+/// The legacy Endpoints object runs as its own controller (as in Kubernetes), so that
+/// rewriting one object listing every address of a big Service never holds up the
+/// EndpointSlice writes.
+async fn reconcile_service_endpoints(
+    service: Arc<Service>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let key = endpoints_key(service.as_ref());
     if !context.caches_caught_up(&key) {
         return Ok(Action::requeue(EXPECTATION_RECHECK));
     }
+    let started = std::time::Instant::now();
     let namespace = meta::namespace(&service.metadata);
     let name = meta::name(&service.metadata);
-    let pods = context
-        .pod_index
-        .lock()
-        .expect("pod index lock")
-        .candidates(&service);
-    let slices: Vec<Arc<EndpointSlice>> = in_namespace(&context.stores.slices, namespace)
-        .into_iter()
-        .filter(|slice| {
-            meta::labels(&slice.metadata)
-                .get(endpointslice::SERVICE_NAME_LABEL)
-                .map(String::as_str)
-                == Some(name)
-        })
-        .collect();
-    let existing_endpoints = lookup(&context.stores.endpoints, namespace, name);
-    let mut plan =
-        endpointslice::reconcile_with(&context.options.endpoint_slices, &service, &pods, &slices);
-    plan.extend(endpoints::reconcile(
-        &service,
-        &pods,
-        existing_endpoints.as_deref(),
-    ));
-    context.apply(key, plan).await
+    let pods = context.stores.indexes.pods().candidates(&service);
+    let existing = lookup(&context.stores.endpoints, namespace, name);
+    let selected = started.elapsed();
+    let plan = endpoints::reconcile(&service, &pods, existing.as_deref());
+    let planned = started.elapsed();
+    let writes = plan.write_count();
+    let result = context.apply(key, plan).await;
+    tracing::debug!(
+        target: "hollow_controllers::timing",
+        pods = pods.len(),
+        writes,
+        select_us = selected.as_micros() as u64,
+        plan_us = (planned - selected).as_micros() as u64,
+        apply_us = (started.elapsed() - planned).as_micros() as u64,
+        "endpoints reconcile"
+    );
+    result
+}
+
+/// The Endpoints controller's key for a Service, apart from the slice controller's.
+fn endpoints_key(service: &Service) -> String {
+    format!(
+        "Endpoints/{}/{}",
+        meta::namespace(&service.metadata),
+        meta::name(&service.metadata)
+    )
+}
+
+fn endpoints_error_policy(service: Arc<Service>, error: &Error, context: Arc<Context>) -> Action {
+    failed(endpoints_key(&service), error, &context)
 }
 
 async fn reconcile_stateful_set(
@@ -450,7 +783,11 @@ async fn reconcile_stateful_set(
         return Ok(Action::requeue(EXPECTATION_RECHECK));
     }
     let namespace = meta::namespace(&set.metadata);
-    let pods = in_namespace(&context.stores.pods, namespace);
+    let pods = context
+        .stores
+        .indexes
+        .pods()
+        .controlled_by(namespace, meta::uid(&set.metadata));
     let service_name = set.spec.service_name.as_deref().unwrap_or_default();
     let service = lookup(&context.stores.services, namespace, service_name);
     let plan = statefulset::reconcile(&set, &pods, service.as_deref());
@@ -465,7 +802,10 @@ async fn reconcile_replica_set(
     if !context.caches_caught_up(&key) {
         return Ok(Action::requeue(EXPECTATION_RECHECK));
     }
-    let pods = in_namespace(&context.stores.pods, meta::namespace(&replica_set.metadata));
+    let pods = context.stores.indexes.pods().controlled_by(
+        meta::namespace(&replica_set.metadata),
+        meta::uid(&replica_set.metadata),
+    );
     let plan = replicaset::reconcile(&replica_set, &pods, &now());
     let min_ready = replica_set.spec.min_ready_seconds.unwrap_or(0);
     let action = context.apply(key, plan).await?;
@@ -488,7 +828,19 @@ async fn reconcile_deployment(
     }
     let namespace = meta::namespace(&deployment.metadata);
     let replica_sets = in_namespace(&context.stores.replica_sets, namespace);
-    let pods = in_namespace(&context.stores.pods, namespace);
+    // The reconciler only looks at pods of the Deployment's own ReplicaSets.
+    let pods: Vec<Arc<Pod>> = {
+        let index = context.stores.indexes.pods();
+        replica_sets
+            .iter()
+            .filter(|replica_set| {
+                meta::is_controlled_by(&replica_set.metadata, meta::uid(&deployment.metadata))
+            })
+            .flat_map(|replica_set| {
+                index.controlled_by(namespace, meta::uid(&replica_set.metadata))
+            })
+            .collect()
+    };
     let plan = deployment::reconcile(&deployment, &replica_sets, &pods, &now());
     context.apply(key, plan).await
 }
@@ -669,10 +1021,58 @@ async fn run_garbage_collector(
 // ---------------------------------------------------------------------------------------
 // Entry point.
 
-fn unit<K>(
+/// What the garbage collector reads of an object: its identity and ownership.
+#[derive(PartialEq)]
+struct Ownership {
+    uid: Option<String>,
+    owner_references: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
+    terminating: bool,
+    finalizers: Option<Vec<String>>,
+}
+
+impl Ownership {
+    fn of(metadata: &ObjectMeta) -> Ownership {
+        Ownership {
+            uid: metadata.uid.clone(),
+            owner_references: metadata.owner_references.clone(),
+            terminating: metadata.deletion_timestamp.is_some(),
+            finalizers: metadata.finalizers.clone(),
+        }
+    }
+}
+
+/// A trigger for every change of `stream`'s objects that the garbage collector can act
+/// on (an object appearing or going, or its owners, finalizers or deletion changing), so
+/// a pod's status change does not cost a walk over the whole cluster.
+fn ownership_changes<K>(
     stream: impl Stream<Item = Arc<K>> + Send + 'static,
-) -> futures::stream::BoxStream<'static, ()> {
-    stream.map(|_| ()).boxed()
+    store: Store<K>,
+) -> futures::stream::BoxStream<'static, ()>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let mut known: HashMap<ObjectRef<K>, Ownership> = HashMap::new();
+    stream
+        .filter_map(move |object| {
+            let reference = ObjectRef::from_obj(object.as_ref());
+            // The store is level with or ahead of the event: compare what it holds now.
+            let current = store
+                .get(&reference)
+                .map(|latest| Ownership::of(latest.meta()));
+            let changed = match current {
+                Some(ownership) if known.get(&reference) == Some(&ownership) => false,
+                Some(ownership) => {
+                    known.insert(reference, ownership);
+                    true
+                }
+                None => {
+                    known.remove(&reference);
+                    true
+                }
+            };
+            std::future::ready(changed.then_some(()))
+        })
+        .boxed()
 }
 
 fn log_results<K, E: std::fmt::Display>(
@@ -722,6 +1122,7 @@ pub async fn run(
         deployments: deployments.store.clone(),
         stateful_sets: stateful_sets.store.clone(),
         nodes: nodes.store.clone(),
+        indexes: Arc::new(Indexes::default()),
     };
     let context = Arc::new(Context {
         stores: stores.clone(),
@@ -730,45 +1131,34 @@ pub async fn run(
         expectations: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
         assumed_bindings: Mutex::new(HashMap::new()),
-        pod_index: Arc::new(Mutex::new(endpointslice::PodIndex::default())),
+        slice_writes: Mutex::new(SliceWrites::default()),
     });
     let config = ControllerConfig::default().concurrency(options.concurrency);
 
     // Subscribe before the watches start, so nothing is missed.
-    let pod_to_services = {
-        let services_store = stores.services.clone();
-        let pods_store = stores.pods.clone();
+    let pod_to_services = |stores: &Stores| {
+        let indexes = stores.indexes.clone();
         // Remembering the previous match means a pod whose labels changed also triggers
         // the Services that selected it before.
         let previous: Mutex<HashMap<ObjectRef<Pod>, Vec<ObjectRef<Service>>>> =
             Mutex::new(HashMap::new());
-        let index = context.pod_index.clone();
         move |pod: Arc<Pod>| {
             let namespace = meta::namespace(&pod.metadata);
-            let current: Vec<ObjectRef<Service>> = services_store
-                .state()
-                .iter()
-                .filter(|service| meta::namespace(&service.metadata) == namespace)
-                .filter(|service| {
-                    endpointslice::managed_selector(service).is_some_and(|selector| {
-                        meta::service_selector_matches(selector, meta::labels(&pod.metadata))
-                    })
-                })
-                .map(|service| ObjectRef::from_obj(service.as_ref()))
+            let current: Vec<ObjectRef<Service>> = indexes
+                .services()
+                .selecting(namespace, meta::labels(&pod.metadata))
+                .into_iter()
+                .map(|name| ObjectRef::new(&name).within(namespace))
                 .collect();
             let pod_ref = ObjectRef::from_obj(pod.as_ref());
             let mut previous = previous.lock().expect("pod mapping lock");
             let mut targets = previous.remove(&pod_ref).unwrap_or_default();
-            // The store is ahead of (or level with) this event: index what it holds now.
-            match pods_store.get(&pod_ref) {
-                Some(latest) => {
-                    index.lock().expect("pod index lock").upsert(latest);
-                    previous.insert(pod_ref, current.clone());
-                }
-                None => index
-                    .lock()
-                    .expect("pod index lock")
-                    .remove(namespace, meta::name(&pod.metadata)),
+            if indexes
+                .pods()
+                .get(namespace, meta::name(&pod.metadata))
+                .is_some()
+            {
+                previous.insert(pod_ref, current.clone());
             }
             for service in current {
                 if !targets.contains(&service) {
@@ -781,12 +1171,23 @@ pub async fn run(
     let endpoint_slice_controller =
         Controller::for_shared_stream(services.hub.subscribe(), stores.services.clone())
             .owns_shared_stream(slices.hub.subscribe())
-            .owns_shared_stream(endpoints_informer.hub.subscribe())
-            .watches_shared_stream(pods.hub.subscribe(), pod_to_services)
+            .watches_shared_stream(pods.hub.subscribe(), pod_to_services(&stores))
             .with_config(config.clone())
             .graceful_shutdown_on(shutdown.clone())
             .run(reconcile_service, error_policy, context.clone())
             .for_each(log_results("endpointslice"));
+    let endpoints_controller =
+        Controller::for_shared_stream(services.hub.subscribe(), stores.services.clone())
+            .owns_shared_stream(endpoints_informer.hub.subscribe())
+            .watches_shared_stream(pods.hub.subscribe(), pod_to_services(&stores))
+            .with_config(config.clone())
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                reconcile_service_endpoints,
+                endpoints_error_policy,
+                context.clone(),
+            )
+            .for_each(log_results("endpoints"));
 
     let stateful_set_controller =
         Controller::for_shared_stream(stateful_sets.hub.subscribe(), stores.stateful_sets.clone())
@@ -851,23 +1252,35 @@ pub async fn run(
             .for_each(log_results("scheduler"));
 
     let collector_triggers = futures::stream::select_all([
-        unit(pods.hub.subscribe()),
-        unit(services.hub.subscribe()),
-        unit(slices.hub.subscribe()),
-        unit(endpoints_informer.hub.subscribe()),
-        unit(replica_sets.hub.subscribe()),
-        unit(deployments.hub.subscribe()),
-        unit(stateful_sets.hub.subscribe()),
+        ownership_changes(pods.hub.subscribe(), stores.pods.clone()),
+        ownership_changes(services.hub.subscribe(), stores.services.clone()),
+        ownership_changes(slices.hub.subscribe(), stores.slices.clone()),
+        ownership_changes(endpoints_informer.hub.subscribe(), stores.endpoints.clone()),
+        ownership_changes(replica_sets.hub.subscribe(), stores.replica_sets.clone()),
+        ownership_changes(deployments.hub.subscribe(), stores.deployments.clone()),
+        ownership_changes(stateful_sets.hub.subscribe(), stores.stateful_sets.clone()),
     ]);
 
-    pods.start(namespaced_api(&client), &mut tasks);
-    services.start(namespaced_api(&client), &mut tasks);
-    slices.start(namespaced_api(&client), &mut tasks);
-    endpoints_informer.start(namespaced_api(&client), &mut tasks);
-    replica_sets.start(namespaced_api(&client), &mut tasks);
-    deployments.start(namespaced_api(&client), &mut tasks);
-    stateful_sets.start(namespaced_api(&client), &mut tasks);
-    nodes.start(namespaced_api(&client), &mut tasks);
+    pods.start(
+        namespaced_api(&client),
+        stores.indexes.pod_hook(),
+        &mut tasks,
+    );
+    services.start(
+        namespaced_api(&client),
+        stores.indexes.service_hook(),
+        &mut tasks,
+    );
+    slices.start(
+        namespaced_api(&client),
+        stores.indexes.slice_hook(),
+        &mut tasks,
+    );
+    endpoints_informer.start(namespaced_api(&client), no_index(), &mut tasks);
+    replica_sets.start(namespaced_api(&client), no_index(), &mut tasks);
+    deployments.start(namespaced_api(&client), no_index(), &mut tasks);
+    stateful_sets.start(namespaced_api(&client), no_index(), &mut tasks);
+    nodes.start(namespaced_api(&client), no_index(), &mut tasks);
 
     let synced = async {
         let waits: [(&'static str, futures::future::BoxFuture<'_, bool>); 8] = [
@@ -948,13 +1361,13 @@ pub async fn run(
         () = shutdown.clone() => Ok(()),
     };
     if outcome.is_ok() && shutdown.clone().now_or_never().is_none() {
-        // Index every cached pod before the first Service is reconciled, so a cold start
-        // writes each slice once instead of growing it as pod events trickle in.
-        *context.pod_index.lock().expect("pod index lock") =
-            endpointslice::PodIndex::new(stores.pods.state());
+        // Index every cached object before the first Service is reconciled, so a cold
+        // start writes each slice once instead of growing it as pod events trickle in.
+        stores.indexes.rebuild(&stores);
         tracing::info!("caches synced; controllers running");
         tokio::join!(
             endpoint_slice_controller,
+            endpoints_controller,
             stateful_set_controller,
             replica_set_controller,
             deployment_controller,
