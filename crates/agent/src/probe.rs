@@ -5,16 +5,27 @@
 //! every `periodSeconds`, each attempt bounded by `timeoutSeconds`. The result only changes
 //! after `successThreshold` consecutive successes or `failureThreshold` consecutive
 //! failures. Readiness starts as failed, liveness as passed, startup as not yet passed.
+//!
+//! HTTPS probes, like kubelet's, do not verify the server's certificate: a pod's serving
+//! certificate is rarely issued for its IP address, and the probe asks whether the server
+//! answers, not who it is.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_rustls::rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// Which probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -28,6 +39,8 @@ pub enum ProbeKind {
 #[derive(Clone, Debug)]
 pub enum Check {
     Http {
+        /// `scheme: HTTPS`.
+        tls: bool,
         address: SocketAddr,
         host_header: String,
         path: String,
@@ -41,7 +54,7 @@ pub enum Check {
         env: Vec<(String, String)>,
         work_dir: PathBuf,
     },
-    /// A probe hollow cannot run (gRPC, HTTPS); it always fails with this message.
+    /// A probe hollow cannot run (gRPC); it always fails with this message.
     Unsupported(String),
 }
 
@@ -106,13 +119,14 @@ pub fn resolve_check(
         }
     };
     if let Some(http) = &probe.http_get {
-        if http
-            .scheme
-            .as_deref()
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("HTTPS"))
-        {
-            return Check::Unsupported("hollow does not run HTTPS probes".into());
-        }
+        let tls = match http.scheme.as_deref() {
+            None | Some("") => false,
+            Some(scheme) if scheme.eq_ignore_ascii_case("HTTP") => false,
+            Some(scheme) if scheme.eq_ignore_ascii_case("HTTPS") => true,
+            Some(scheme) => {
+                return Check::Unsupported(format!("unsupported probe scheme {scheme:?}"));
+            }
+        };
         let port = match port_of(&http.port) {
             Ok(port) => port,
             Err(message) => return Check::Unsupported(message),
@@ -147,6 +161,7 @@ pub fn resolve_check(
             .map(|(_, value)| value.clone())
             .unwrap_or_else(|| address.to_string());
         return Check::Http {
+            tls,
             address,
             host_header,
             path,
@@ -194,14 +209,19 @@ pub enum Outcome {
 pub async fn run_check(check: &Check, timeout: Duration) -> Outcome {
     match check {
         Check::Http {
+            tls,
             address,
             host_header,
             path,
             headers,
         } => {
-            let url = format!("http://{address}{path}");
-            match tokio::time::timeout(timeout, http_get(*address, host_header, path, headers))
-                .await
+            let scheme = if *tls { "https" } else { "http" };
+            let url = format!("{scheme}://{address}{path}");
+            match tokio::time::timeout(
+                timeout,
+                http_get(*tls, *address, host_header, path, headers),
+            )
+            .await
             {
                 Ok(Ok(status)) if (200..400).contains(&status) => Outcome::Success,
                 Ok(Ok(status)) => {
@@ -238,16 +258,104 @@ fn describe_io(error: &std::io::Error) -> String {
     }
 }
 
-/// A minimal HTTP/1.1 GET: the status code is all a probe needs.
+/// Accepts any server certificate, as kubelet's HTTPS probes do (`InsecureSkipVerify`). The
+/// handshake's signatures are still checked against the certificate's key, so the session
+/// is a real TLS session with whoever holds that key.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The TLS client configuration of HTTPS probes, built once.
+fn probe_tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|error| error.to_string())?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth();
+            Ok(Arc::new(config))
+        })
+        .clone()
+}
+
+/// A minimal HTTP/1.1 GET, over TLS for `tls`: the status code is all a probe needs.
 async fn http_get(
+    tls: bool,
     address: SocketAddr,
     host_header: &str,
     path: &str,
     headers: &[(String, String)],
 ) -> Result<u16, String> {
-    let mut stream = TcpStream::connect(address)
+    let stream = TcpStream::connect(address)
         .await
         .map_err(|error| format!("dial tcp {address}: {}", describe_io(&error)))?;
+    if !tls {
+        return http_exchange(stream, host_header, path, headers).await;
+    }
+    let connector = tokio_rustls::TlsConnector::from(probe_tls_config()?);
+    // An IP address sends no SNI, as with kubelet probing a pod IP.
+    let server_name = ServerName::IpAddress(address.ip().into());
+    let stream = connector
+        .connect(server_name, stream)
+        .await
+        .map_err(|error| format!("tls: {error}"))?;
+    http_exchange(stream, host_header, path, headers).await
+}
+
+async fn http_exchange(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    host_header: &str,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<u16, String> {
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host_header}\r\n");
     let has = |wanted: &str| {
         headers
@@ -592,6 +700,7 @@ mod tests {
             }
         });
         let check = Check::Http {
+            tls: false,
             address,
             host_header: address.to_string(),
             path: "/".into(),
@@ -617,6 +726,95 @@ mod tests {
             Outcome::Failure(format!("dial tcp {closed}: connect: connection refused"))
         );
         drop(reserved);
+    }
+
+    #[tokio::test]
+    async fn https_checks_accept_a_self_signed_certificate() {
+        use tokio_rustls::rustls::pki_types::PrivateKeyDer;
+        let certified = rcgen::generate_simple_self_signed(vec!["somewhere.else".into()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut requests = Vec::new();
+            for status in ["204 No Content", "500 Internal Server Error"] {
+                let (socket, _) = listener.accept().await.unwrap();
+                let mut stream = acceptor.accept(socket).await.unwrap();
+                let mut buffer = [0u8; 1024];
+                let read = stream.read(&mut buffer).await.unwrap();
+                requests.push(String::from_utf8_lossy(&buffer[..read]).into_owned());
+                let reply = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+                stream.write_all(reply.as_bytes()).await.unwrap();
+                stream.shutdown().await.unwrap();
+            }
+            requests
+        });
+        let probe = Probe {
+            http_get: Some(k8s_openapi::api::core::v1::HTTPGetAction {
+                scheme: Some("HTTPS".into()),
+                port: IntOrString::Int(address.port().into()),
+                path: Some("/healthz".into()),
+                ..Default::default()
+            }),
+            ..Probe::default()
+        };
+        let check = resolve_check(
+            &probe,
+            &Container::default(),
+            address.ip(),
+            &[],
+            std::path::Path::new("/"),
+        );
+        assert!(matches!(check, Check::Http { tls: true, .. }), "{check:?}");
+        assert_eq!(
+            run_check(&check, Duration::from_secs(5)).await,
+            Outcome::Success
+        );
+        assert_eq!(
+            run_check(&check, Duration::from_secs(5)).await,
+            Outcome::Failure("HTTP probe failed with statuscode: 500".into())
+        );
+        let requests = server.await.unwrap();
+        assert!(
+            requests[0].starts_with("GET /healthz HTTP/1.1\r\n"),
+            "{requests:?}"
+        );
+
+        // A plain HTTP server does not pass an HTTPS probe.
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plain_address = plain.local_addr().unwrap();
+        let plain_server = tokio::spawn(async move {
+            let (mut socket, _) = plain.accept().await.unwrap();
+            let mut buffer = [0u8; 1024];
+            let _ = socket.read(&mut buffer).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        });
+        let check = Check::Http {
+            tls: true,
+            address: plain_address,
+            host_header: plain_address.to_string(),
+            path: "/".into(),
+            headers: vec![],
+        };
+        let Outcome::Failure(message) = run_check(&check, Duration::from_secs(5)).await else {
+            panic!("an HTTPS probe of a plain HTTP server must fail");
+        };
+        assert!(
+            message.starts_with(&format!("Get \"https://{plain_address}/\": tls: ")),
+            "{message}"
+        );
+        plain_server.await.unwrap();
     }
 
     #[tokio::test]
