@@ -342,8 +342,8 @@ fn slice_endpoints(slice: &EndpointSlice) -> &[Endpoint] {
 /// Slices are planned with positions into `endpoints`, so that comparing an unchanged
 /// slice costs no copies.
 struct Group<'a> {
-    ports: Vec<EndpointPort>,
-    endpoints: Vec<Endpoint>,
+    ports: &'a [EndpointPort],
+    endpoints: Vec<&'a Endpoint>,
     /// Pod name → position in `endpoints`.
     index: HashMap<&'a str, usize>,
     placed: Vec<bool>,
@@ -381,12 +381,166 @@ struct Working<'a> {
     changed: bool,
 }
 
+/// What one pod contributes to a Service's slices for one address type.
+#[derive(Debug)]
+struct PodEndpoint {
+    ports: Vec<EndpointPort>,
+    endpoint: Endpoint,
+    /// Names of the Service ports that resolve to no port of this pod.
+    unresolved_ports: Vec<String>,
+}
+
+/// What one pod contributes to a Service's slices, per address type of the Service
+/// (`None` where the pod does not count or has no address of the type).
+#[derive(Debug)]
+struct PodEndpoints(Vec<Option<PodEndpoint>>);
+
+fn derive_pod_endpoints(
+    service: &Service,
+    pod: &Pod,
+    address_types: &[&str],
+    publish_not_ready: bool,
+) -> PodEndpoints {
+    PodEndpoints(
+        address_types
+            .iter()
+            .map(|address_type| {
+                if !pod_counts(pod) {
+                    return None;
+                }
+                let addresses = pod_addresses(pod, address_type);
+                if addresses.is_empty() {
+                    return None;
+                }
+                let ports = endpoint_ports(service, pod);
+                let unresolved_ports = if ports.len() < service_ports(service).len() {
+                    service_ports(service)
+                        .iter()
+                        .filter(|service_port| resolve_target_port(service_port, pod).is_none())
+                        .map(|service_port| service_port.name.clone().unwrap_or_default())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                Some(PodEndpoint {
+                    ports,
+                    endpoint: build_endpoint(service, pod, addresses, publish_not_ready),
+                    unresolved_ports,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// A memo of each pod's endpoints for one Service, so a reconcile after one pod changed
+/// derives one endpoint instead of all of them. An entry is reused while the pod's uid
+/// and resourceVersion and the Service's uid and resourceVersion are unchanged (an API
+/// server changes the resourceVersion with every write); objects without them are never
+/// memoized. Plans are the same with or without a cache: it only saves work.
+#[derive(Debug, Default)]
+pub struct EndpointCache {
+    /// The Service (uid, resourceVersion) the entries were derived for.
+    service: Option<(String, String)>,
+    /// Pod uid → (resourceVersion, endpoints).
+    pods: HashMap<String, (String, Arc<PodEndpoints>)>,
+}
+
+impl EndpointCache {
+    /// How many pods are memoized.
+    pub fn len(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// Whether nothing is memoized.
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty()
+    }
+
+    /// Drops the entries unless they were derived for this version of `service`;
+    /// returns whether entries may be used and stored.
+    fn prepare(&mut self, service: &Service) -> bool {
+        let version = service
+            .metadata
+            .uid
+            .clone()
+            .zip(service.metadata.resource_version.clone());
+        if self.service != version {
+            self.pods.clear();
+            self.service = version;
+        }
+        self.service.is_some()
+    }
+
+    fn derive(
+        &mut self,
+        enabled: bool,
+        service: &Service,
+        pod: &Pod,
+        address_types: &[&str],
+        publish_not_ready: bool,
+    ) -> Arc<PodEndpoints> {
+        let identity = pod
+            .metadata
+            .uid
+            .as_ref()
+            .zip(pod.metadata.resource_version.as_ref())
+            .filter(|_| enabled);
+        if let Some((uid, version)) = identity
+            && let Some((cached_version, derived)) = self.pods.get(uid)
+            && cached_version == version
+        {
+            return derived.clone();
+        }
+        let derived = Arc::new(derive_pod_endpoints(
+            service,
+            pod,
+            address_types,
+            publish_not_ready,
+        ));
+        if let Some((uid, version)) = identity {
+            self.pods
+                .insert(uid.clone(), (version.clone(), derived.clone()));
+        }
+        derived
+    }
+
+    /// Forgets pods that are no longer selected.
+    fn retain_selected(&mut self, selected: &[&Pod]) {
+        if self.pods.len() <= selected.len() {
+            return;
+        }
+        let uids: std::collections::HashSet<&str> = selected
+            .iter()
+            .filter_map(|pod| pod.metadata.uid.as_deref())
+            .collect();
+        self.pods.retain(|uid, _| uids.contains(uid.as_str()));
+    }
+}
+
 /// Plans the slice writes for `service`.
 pub fn reconcile_with(
     settings: &Settings,
     service: &Service,
     pods: &[Arc<Pod>],
     existing_slices: &[Arc<EndpointSlice>],
+) -> Plan {
+    reconcile_cached(
+        settings,
+        service,
+        pods,
+        existing_slices,
+        &mut EndpointCache::default(),
+    )
+}
+
+/// Plans the slice writes for `service`, reusing (and updating) `cache`'s endpoints of
+/// unchanged pods. The plan is the one [`reconcile_with`] gives.
+pub fn reconcile_cached(
+    settings: &Settings,
+    service: &Service,
+    pods: &[Arc<Pod>],
+    existing_slices: &[Arc<EndpointSlice>],
+    cache: &mut EndpointCache,
 ) -> Plan {
     let mut plan = Plan::default();
     if managed_selector(service).is_none() {
@@ -396,6 +550,20 @@ pub fn reconcile_with(
     let publish_not_ready = publishes_not_ready(service);
     let address_types = address_types(service);
     let selected = selected_pods(service, pods);
+    let cache_enabled = cache.prepare(service);
+    let derived: Vec<Arc<PodEndpoints>> = selected
+        .iter()
+        .map(|pod| {
+            cache.derive(
+                cache_enabled,
+                service,
+                pod,
+                &address_types,
+                publish_not_ready,
+            )
+        })
+        .collect();
+    cache.retain_selected(&selected);
     let namespace = meta::namespace(&service.metadata);
     let service_uid = meta::uid(&service.metadata);
     let desired_labels = slice_labels(settings, service);
@@ -421,28 +589,21 @@ pub fn reconcile_with(
             .filter(|slice| !address_types.contains(&slice.address_type.as_str())),
     );
 
-    for address_type in &address_types {
+    for (type_position, address_type) in address_types.iter().enumerate() {
         // Desired endpoints, grouped by resolved port set.
         let mut groups: Vec<Group> = Vec::new();
-        for pod in &selected {
-            if !pod_counts(pod) {
+        for (pod, derived) in selected.iter().zip(&derived) {
+            let Some(PodEndpoint {
+                ports,
+                endpoint,
+                unresolved_ports: unresolved,
+            }) = &derived.0[type_position]
+            else {
                 continue;
+            };
+            for port_name in unresolved {
+                *unresolved_ports.entry(port_name.clone()).or_default() += 1;
             }
-            let addresses = pod_addresses(pod, address_type);
-            if addresses.is_empty() {
-                continue;
-            }
-            let ports = endpoint_ports(service, pod);
-            if ports.len() < service_ports(service).len() {
-                for service_port in service_ports(service) {
-                    if resolve_target_port(service_port, pod).is_none() {
-                        *unresolved_ports
-                            .entry(service_port.name.clone().unwrap_or_default())
-                            .or_default() += 1;
-                    }
-                }
-            }
-            let endpoint = build_endpoint(service, pod, addresses, publish_not_ready);
             let group_position = match groups.iter().position(|group| group.ports == ports) {
                 Some(position) => position,
                 None => {
@@ -473,7 +634,7 @@ pub fn reconcile_with(
             let owned = meta::is_controlled_by(&slice.metadata, service_uid);
             let group_position = groups
                 .iter()
-                .position(|group| group.ports.as_slice() == slice_ports(slice));
+                .position(|group| group.ports == slice_ports(slice));
             let (Some(group_position), true) = (group_position, owned) else {
                 to_delete.push(slice);
                 continue;
@@ -484,7 +645,7 @@ pub fn reconcile_with(
             for existing in slice_endpoints(slice) {
                 match endpoint_pod(existing, namespace).and_then(|pod| group.take(pod)) {
                     Some(position) => {
-                        changed |= group.endpoints[position] != *existing;
+                        changed |= *group.endpoints[position] != *existing;
                         endpoints.push(position);
                     }
                     None => changed = true,
@@ -545,7 +706,7 @@ pub fn reconcile_with(
                     &desired_labels,
                     &owner,
                     address_type,
-                    group.ports.clone(),
+                    group.ports.to_vec(),
                     batch,
                 ));
             }

@@ -278,6 +278,8 @@ pub struct Indexes {
     pub services: RwLock<ServiceIndex>,
     /// EndpointSlices by Service.
     pub slices: RwLock<SliceIndex>,
+    /// Each Service's memo of its pods' endpoints, dropped with the Service.
+    pub endpoint_caches: Mutex<HashMap<(String, String), endpointslice::EndpointCache>>,
 }
 
 impl Indexes {
@@ -327,11 +329,33 @@ impl Indexes {
             let mut services = indexes.services.write().expect("service index lock");
             match change {
                 Change::Upsert(service) => services.upsert(&service),
-                Change::Remove(service) => services.remove(
-                    meta::namespace(&service.metadata),
-                    meta::name(&service.metadata),
-                ),
-                Change::Relisted(all) => *services = ServiceIndex::new(all),
+                Change::Remove(service) => {
+                    let namespace = meta::namespace(&service.metadata);
+                    let name = meta::name(&service.metadata);
+                    services.remove(namespace, name);
+                    indexes
+                        .endpoint_caches
+                        .lock()
+                        .expect("endpoint caches lock")
+                        .remove(&(namespace.to_string(), name.to_string()));
+                }
+                Change::Relisted(all) => {
+                    let present: HashSet<(String, String)> = all
+                        .iter()
+                        .map(|service| {
+                            (
+                                meta::namespace(&service.metadata).to_string(),
+                                meta::name(&service.metadata).to_string(),
+                            )
+                        })
+                        .collect();
+                    indexes
+                        .endpoint_caches
+                        .lock()
+                        .expect("endpoint caches lock")
+                        .retain(|key, _| present.contains(key));
+                    *services = ServiceIndex::new(all)
+                }
             }
         })
     }
@@ -680,8 +704,34 @@ async fn reconcile_service(service: Arc<Service>, context: Arc<Context>) -> Resu
         .expect("slice writes lock")
         .overlay(&service_key, cached);
     let selected = started.elapsed();
-    let plan =
-        endpointslice::reconcile_with(&context.options.endpoint_slices, &service, &pods, &slices);
+    // Only one reconcile of a Service runs at a time, so its memo is taken out meanwhile.
+    let mut cache = context
+        .stores
+        .indexes
+        .endpoint_caches
+        .lock()
+        .expect("endpoint caches lock")
+        .remove(&service_key)
+        .unwrap_or_default();
+    let plan = endpointslice::reconcile_cached(
+        &context.options.endpoint_slices,
+        &service,
+        &pods,
+        &slices,
+        &mut cache,
+    );
+    // A Service deleted meanwhile has had its memo dropped; do not bring it back.
+    if endpointslice::managed_selector(&service).is_some()
+        && lookup(&context.stores.services, namespace, name).is_some()
+    {
+        context
+            .stores
+            .indexes
+            .endpoint_caches
+            .lock()
+            .expect("endpoint caches lock")
+            .insert(service_key.clone(), cache);
+    }
     let planned = started.elapsed();
     let writes = plan.write_count();
     let result = if plan.is_empty() {

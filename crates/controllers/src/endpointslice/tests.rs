@@ -553,3 +553,124 @@ fn managed_by_is_configurable() {
         HOLLOW_MANAGED_BY
     );
 }
+
+/// `pod` at a given resourceVersion, as the API server bumps it with every write.
+fn versioned(mut pod: Pod, version: u32) -> Pod {
+    pod.metadata.resource_version = Some(version.to_string());
+    pod
+}
+
+#[test]
+fn a_warm_cache_plans_exactly_what_a_cold_reconcile_plans() {
+    let service = service("web", "web");
+    let mut pods: Vec<Pod> = many_pods(250).iter().map(|pod| (**pod).clone()).collect();
+    let mut cache = EndpointCache::default();
+    let mut existing = Vec::new();
+    let mut version = 1;
+    // Each step changes the pods the way watches report it, with a new resourceVersion
+    // on every changed pod, and plans both ways on the same slices.
+    type Step = Box<dyn Fn(&mut Vec<Pod>)>;
+    let steps: Vec<Step> = vec![
+        Box::new(|_| {}),
+        Box::new(|pods| pods[7] = pod("web-007", "web", "10.0.0.8", false)),
+        Box::new(|pods| {
+            pods.remove(100);
+        }),
+        Box::new(|pods| pods.push(pod("web-300", "web", "10.0.9.1", true))),
+        Box::new(|pods| pods[5] = pod("web-005", "web", "10.0.7.7", true)),
+        Box::new(|pods| pods[7] = pod("web-007", "web", "10.0.0.8", true)),
+        Box::new(|pods| {
+            // Recreated under the same name: a new uid.
+            let mut recreated = pod("web-010", "web", "10.0.8.8", true);
+            recreated.metadata.uid = Some("uid-web-010-again".into());
+            pods[10] = recreated;
+        }),
+        Box::new(|pods| pods[20].metadata.deletion_timestamp = Some(time(5))),
+    ];
+    for (step, change) in steps.iter().enumerate() {
+        let before = pods.clone();
+        change(&mut pods);
+        version += 1;
+        for (position, pod) in pods.iter_mut().enumerate() {
+            if before.get(position) != Some(pod) || step == 0 {
+                *pod = versioned(pod.clone(), version);
+            }
+        }
+        let pods = arcs(pods.clone());
+        let cold = reconcile(&service, &pods, &existing);
+        let warm = reconcile_cached(&Settings::default(), &service, &pods, &existing, &mut cache);
+        assert_eq!(warm, cold, "step {step}");
+        assert_eq!(cache.len(), pods.len(), "step {step}: one entry per pod");
+        existing = apply(&warm, &existing);
+    }
+}
+
+#[test]
+fn one_pod_flipping_with_a_warm_cache_rewrites_only_its_slice() {
+    let service = service("web", "web");
+    let pods: Vec<Arc<Pod>> = many_pods(250)
+        .iter()
+        .map(|pod| Arc::new(versioned((**pod).clone(), 1)))
+        .collect();
+    let mut cache = EndpointCache::default();
+    let existing = apply(
+        &reconcile_cached(&Settings::default(), &service, &pods, &[], &mut cache),
+        &[],
+    );
+    let mut changed = pods.clone();
+    changed[130] = Arc::new(versioned(pod("web-130", "web", "10.0.0.131", false), 2));
+    let plan = reconcile_cached(
+        &Settings::default(),
+        &service,
+        &changed,
+        &existing,
+        &mut cache,
+    );
+    assert!(plan.create.is_empty() && plan.delete.is_empty());
+    let updated = slices_of(&plan.update);
+    assert_eq!(updated.len(), 1);
+    let holder = existing
+        .iter()
+        .find(|slice| endpoint_names(slice).contains(&"web-130".to_string()))
+        .unwrap();
+    assert_eq!(updated[0].metadata.name, holder.metadata.name);
+    assert_eq!(endpoint_names(updated[0]), endpoint_names(holder));
+}
+
+#[test]
+fn a_changed_service_or_unversioned_objects_are_not_served_from_the_cache() {
+    let pods: Vec<Arc<Pod>> = arcs([versioned(pod("web-0", "web", "10.0.0.5", true), 1)]);
+    let mut cache = EndpointCache::default();
+    let original = service("web", "web");
+    reconcile_cached(&Settings::default(), &original, &pods, &[], &mut cache);
+    assert_eq!(cache.len(), 1);
+
+    // A new target port under a new resourceVersion reaches the endpoints.
+    let mut retargeted = original.clone();
+    retargeted.metadata.resource_version = Some("2".into());
+    retargeted.spec.as_mut().unwrap().ports = Some(vec![ServicePort {
+        name: Some("web".into()),
+        port: 80,
+        target_port: Some(IntOrString::Int(9090)),
+        ..ServicePort::default()
+    }]);
+    let plan = reconcile_cached(&Settings::default(), &retargeted, &pods, &[], &mut cache);
+    assert_eq!(plan, reconcile(&retargeted, &pods, &[]));
+    assert_eq!(
+        slices_of(&plan.create)[0].ports.as_ref().unwrap()[0].port,
+        Some(9090)
+    );
+
+    // Without resourceVersions nothing is memoized.
+    let mut unversioned = (*pods[0]).clone();
+    unversioned.metadata.resource_version = None;
+    let mut cache = EndpointCache::default();
+    reconcile_cached(
+        &Settings::default(),
+        &original,
+        &arcs([unversioned]),
+        &[],
+        &mut cache,
+    );
+    assert!(cache.is_empty());
+}
