@@ -16,7 +16,8 @@
 //! - `pod`: the per-pod worker (an actor): init containers in order, then start, probe,
 //!   restart, delete.
 //! - `process`: process groups, PID files, signals; `/proc` is the source of truth.
-//! - `probe`: httpGet, tcpSocket and exec checks and their schedule and thresholds.
+//! - `probe`: httpGet (HTTP and HTTPS), tcpSocket and exec checks and their schedule and
+//!   thresholds; `grpc_probe`: the gRPC health check over h2c.
 //! - `backoff`: kubelet's crash-loop back-off (10 s doubling to 300 s).
 //! - `env`, `expand`: a container's environment and `$(VAR)` expansion.
 //! - `status`: containerStatuses, conditions and phase as kubelet computes them.
@@ -74,6 +75,7 @@
 mod backoff;
 mod env;
 mod expand;
+mod grpc_probe;
 mod ipam;
 pub mod log_server;
 pub mod logs;

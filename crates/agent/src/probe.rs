@@ -1,4 +1,5 @@
-//! Readiness, liveness and startup probes: the checks themselves (httpGet, tcpSocket, exec)
+//! Readiness, liveness and startup probes: the checks themselves (httpGet, tcpSocket, exec,
+//! and gRPC in `grpc_probe`)
 //! and the loop that runs one probe on its schedule and reports when its result flips.
 //!
 //! Like kubelet, a probe waits `initialDelaySeconds` after the container started, then runs
@@ -49,12 +50,17 @@ pub enum Check {
     Tcp {
         address: SocketAddr,
     },
+    /// `grpc.health.v1.Health/Check` over h2c.
+    Grpc {
+        address: SocketAddr,
+        service: String,
+    },
     Exec {
         argv: Vec<String>,
         env: Vec<(String, String)>,
         work_dir: PathBuf,
     },
-    /// A probe hollow cannot run (gRPC); it always fails with this message.
+    /// A probe that cannot be run as written; it always fails with this message.
     Unsupported(String),
 }
 
@@ -192,8 +198,14 @@ pub fn resolve_check(
             work_dir: work_dir.to_path_buf(),
         };
     }
-    if probe.grpc.is_some() {
-        return Check::Unsupported("hollow does not run gRPC probes".into());
+    if let Some(grpc) = &probe.grpc {
+        return match u16::try_from(grpc.port).ok().filter(|port| *port > 0) {
+            Some(port) => Check::Grpc {
+                address: SocketAddr::new(pod_ip, port),
+                service: grpc.service.clone().unwrap_or_default(),
+            },
+            None => Check::Unsupported(format!("invalid port {}", grpc.port)),
+        };
     }
     Check::Unsupported("probe has no handler".into())
 }
@@ -240,6 +252,16 @@ pub async fn run_check(check: &Check, timeout: Duration) -> Outcome {
                     Outcome::Failure(format!("dial tcp {address}: {}", describe_io(&error)))
                 }
                 Err(_) => Outcome::Failure(format!("dial tcp {address}: i/o timeout")),
+            }
+        }
+        Check::Grpc { address, service } => {
+            match tokio::time::timeout(timeout, crate::grpc_probe::check(*address, service)).await {
+                Ok(Ok(())) => Outcome::Success,
+                Ok(Err(message)) => Outcome::Failure(message),
+                Err(_) => Outcome::Failure(format!(
+                    "timeout: health rpc did not complete within {}s",
+                    timeout.as_secs()
+                )),
             }
         }
         Check::Exec {
