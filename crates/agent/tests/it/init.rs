@@ -274,3 +274,32 @@ async fn a_failed_init_container_is_retried_with_back_off() {
     wait_until_gone(&client, "retried").await;
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn simulated_init_containers_complete_at_once() {
+    let server = Server::start().await;
+    let client = server.client();
+    let data = TempDir::new().unwrap();
+    let mut config = test_config("sim", data.path());
+    config.simulate = true;
+    let agent = Agent::start(client.clone(), config);
+    create(
+        &client,
+        &with_init_containers(
+            pod("simulated", "sim", shell("app", "exit 1")),
+            vec![shell("first", "exit 1"), shell("second", "exit 1")],
+        ),
+    )
+    .await;
+    let pod = wait_for(&client, "simulated", "Ready", is_ready).await;
+    assert_eq!(condition(&pod, "Initialized").as_deref(), Some("True"));
+    let init = init_statuses(&pod);
+    assert_eq!(init.len(), 2);
+    for status in &init {
+        let terminated = status.state.as_ref().unwrap().terminated.as_ref().unwrap();
+        assert_eq!(terminated.reason.as_deref(), Some("Completed"));
+        assert!(status.ready);
+    }
+    assert_eq!(kubectl_status(&client, "simulated").await, "Running");
+    agent.stop().await;
+}
