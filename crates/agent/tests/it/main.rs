@@ -3,6 +3,11 @@
 //!
 //! Each test has its own API server, data directory and pod range (so tests running in
 //! parallel never bind the same address), and checks the process table through `/proc`.
+//!
+//! The machine is shared: another run of this very binary (a second engineer, a CI job) may
+//! have processes with the same command lines. So a test only ever counts or kills processes
+//! whose parent is this test process (the agents under test run in it, so every container
+//! process is its child), and each run takes its pod ranges from its own block of addresses.
 
 mod init;
 mod lifecycle;
@@ -98,11 +103,13 @@ impl Drop for Agent {
     }
 }
 
-/// A distinct /24 for each test of this binary, away from the default range.
+/// A distinct /24 for each test of this binary, away from the default range; the second
+/// octet depends on the process, so concurrent runs of the binary rarely share a range.
 pub fn unique_pod_range() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let index = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("127.246.{}.0/24", 10 + index)
+    let block = 200 + std::process::id() % 40;
+    format!("127.{block}.{}.0/24", 10 + index)
 }
 
 /// An agent configuration for a test: its own range, processes stopped when it stops.
@@ -209,8 +216,9 @@ pub fn pod_ip(pod: &Pod) -> String {
     pod.status.as_ref().unwrap().pod_ip.clone().unwrap()
 }
 
-/// PIDs of live processes whose command line contains `marker`.
+/// PIDs of this test process's live children whose command line contains `marker`.
 pub fn processes_with(marker: &str) -> Vec<i32> {
+    let this_process = std::process::id().to_string();
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(Result::ok)
@@ -218,12 +226,11 @@ pub fn processes_with(marker: &str) -> Vec<i32> {
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
             let command = std::fs::read(entry.path().join("cmdline")).ok()?;
             let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let state = stat[stat.rfind(')')? + 1..]
-                .split_whitespace()
-                .next()?
-                .to_string();
+            let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+            let state = fields.next()?.to_string();
+            let parent = fields.next()?;
             let command = String::from_utf8_lossy(&command).replace('\0', " ");
-            (command.contains(marker) && state != "Z").then_some(pid)
+            (command.contains(marker) && state != "Z" && parent == this_process).then_some(pid)
         })
         .collect()
 }
@@ -236,8 +243,9 @@ pub fn describe_processes(pids: &[i32]) -> String {
         .join("\n")
 }
 
-/// Kills, when dropped, every process carrying one of its markers: a failing test must not
-/// leave its processes behind (the agents in some tests deliberately leave them running).
+/// Kills, when dropped, every child of this process carrying one of its markers: a failing
+/// test must not leave its processes behind (the agents in some tests deliberately leave them
+/// running), nor kill another run's.
 pub struct KillOnDrop(pub &'static [&'static str]);
 
 impl Drop for KillOnDrop {
@@ -253,7 +261,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Waits until no process carries `marker`.
+/// Waits until no child of this process carries `marker`.
 pub async fn wait_no_processes(marker: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
