@@ -30,7 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run hollow on this machine: API server on the embedded store, controllers and DNS.
+    /// Run hollow on this machine: API server on the embedded store, controllers, DNS, the
+    /// service proxy and a node agent.
     Up(Box<UpArgs>),
     /// Run the controllers alone against an API server.
     Controllers(ClientArgs),
@@ -38,6 +39,46 @@ enum Command {
     Dns(DnsCommandArgs),
     /// Run a node agent alone against an API server: registers a Node and runs its pods.
     Agent(AgentCommandArgs),
+    /// Run the service proxy alone against an API server: ClusterIP, NodePort and
+    /// LoadBalancer services answer on this machine.
+    Proxy(ProxyCommandArgs),
+}
+
+#[derive(Args)]
+struct ProxyArgs {
+    /// Where NodePort services listen.
+    #[arg(long, default_value = "127.0.0.1")]
+    nodeport_address: std::net::IpAddr,
+    /// The range LoadBalancer services get their ingress address from (written into their
+    /// status, as k3s's ServiceLB does); `none` leaves that to another controller.
+    #[arg(long, default_value = hollow_proxy::DEFAULT_LOAD_BALANCER_RANGE)]
+    load_balancer_range: String,
+}
+
+impl ProxyArgs {
+    fn config(&self) -> Result<hollow_proxy::ProxyConfig> {
+        let load_balancer_range = match self.load_balancer_range.as_str() {
+            "none" => None,
+            range => Some(
+                range
+                    .parse()
+                    .with_context(|| format!("--load-balancer-range {range}"))?,
+            ),
+        };
+        Ok(hollow_proxy::ProxyConfig {
+            node_address: self.nodeport_address,
+            load_balancer_range,
+            ..hollow_proxy::ProxyConfig::default()
+        })
+    }
+}
+
+#[derive(Args)]
+struct ProxyCommandArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(flatten)]
+    proxy: ProxyArgs,
 }
 
 #[derive(Args)]
@@ -122,6 +163,11 @@ struct UpArgs {
     no_agent: bool,
     #[command(flatten)]
     agent: AgentArgs,
+    /// Run no service proxy: ClusterIP, NodePort and LoadBalancer addresses do not answer.
+    #[arg(long)]
+    no_proxy: bool,
+    #[command(flatten)]
+    proxy: ProxyArgs,
 }
 
 #[derive(Args)]
@@ -228,6 +274,12 @@ fn main() -> Result<()> {
                 hollow_dns::run(args.dns.config(args.listen)?, client, ctrl_c())
                     .await
                     .context("running the DNS server")
+            }
+            Command::Proxy(args) => {
+                let client = client_from_kubeconfig(args.client.kubeconfig.as_deref()).await?;
+                hollow_proxy::run(client, args.proxy.config()?, ctrl_c())
+                    .await
+                    .context("running the service proxy")
             }
         }
     })
@@ -348,15 +400,19 @@ async fn up(args: UpArgs) -> Result<()> {
         .map(|(certificate, token)| (certificate.trusted_pem.as_str(), token.as_str()));
     write_kubeconfig(&kubeconfig, &format!("{scheme}://{address}"), credentials)?;
 
+    // Shutdown runs in three steps, each on its own signal: the agent (which still needs the
+    // API server to stop its pods), then the clients of the API server, then the API server,
+    // so no component is left retrying a connection to a server that is already gone.
+    let (stop_api, api_stopping) = watch::channel(false);
     let (stop, stopping) = watch::channel(false);
     let api = match tls {
         Some((certificate, token)) => tokio::spawn(server.serve_tls(
             listener,
             certificate.config,
             token,
-            shutdown_signal(&stopping),
+            shutdown_signal(&api_stopping),
         )),
-        None => tokio::spawn(server.serve(listener, shutdown_signal(&stopping))),
+        None => tokio::spawn(server.serve(listener, shutdown_signal(&api_stopping))),
     };
     let client = local_client(&kubeconfig).await?;
     let controllers = tokio::spawn(hollow_controllers::run(
@@ -364,7 +420,21 @@ async fn up(args: UpArgs) -> Result<()> {
         hollow_controllers::Options::default(),
         shutdown_signal(&stopping),
     ));
+    let proxy_config = args.proxy.config()?;
     let dns_config = args.dns.config(args.dns_listen)?;
+    let proxy = if args.no_proxy {
+        let stopped = shutdown_signal(&stopping);
+        tokio::spawn(async move {
+            stopped.await;
+            Ok::<(), hollow_proxy::Error>(())
+        })
+    } else {
+        tokio::spawn(hollow_proxy::run(
+            client.clone(),
+            proxy_config,
+            shutdown_signal(&stopping),
+        ))
+    };
     let dns = tokio::spawn(hollow_dns::run(
         dns_config,
         client.clone(),
@@ -401,6 +471,14 @@ async fn up(args: UpArgs) -> Result<()> {
         (false, true) => println!("  node: {} (simulated pods)", args.node_name),
         (false, false) => println!("  node: {} (pods run as local processes)", args.node_name),
     }
+    if args.no_proxy {
+        println!("  service proxy: none (--no-proxy)");
+    } else {
+        println!(
+            "  service proxy: ClusterIPs, NodePorts on {}, LoadBalancer IPs from {}",
+            args.proxy.nodeport_address, args.proxy.load_balancer_range
+        );
+    }
     println!();
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl get namespaces");
@@ -412,13 +490,15 @@ async fn up(args: UpArgs) -> Result<()> {
     );
 
     let mut agent = agent;
+    let (mut api, mut controllers, mut dns, mut proxy) = (api, controllers, dns, proxy);
     // Without an agent the task is a pending placeholder: nothing to wait for.
     let mut agent_running = !args.no_agent;
     tokio::select! {
         _ = ctrl_c() => {}
-        result = api => result.context("the API server task")??,
-        result = controllers => result.context("the controllers task")?.context("the controllers")?,
-        result = dns => result.context("the DNS task")?.context("the DNS server")?,
+        result = &mut api => result.context("the API server task")??,
+        result = &mut controllers => result.context("the controllers task")?.context("the controllers")?,
+        result = &mut dns => result.context("the DNS task")?.context("the DNS server")?,
+        result = &mut proxy => result.context("the proxy task")?.context("the service proxy")?,
         result = &mut agent => {
             agent_running = false;
             result.context("the agent task")?.context("the node agent")?;
@@ -429,8 +509,33 @@ async fn up(args: UpArgs) -> Result<()> {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(35), agent).await;
     }
     let _ = stop.send(true);
+    let clients = async {
+        tokio::join!(
+            finish(&mut controllers),
+            finish(&mut dns),
+            finish(&mut proxy)
+        );
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(5), clients)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "components still running 5 s after the stop; stopping the API server anyway"
+        );
+    }
+    let _ = stop_api.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), finish(&mut api)).await;
     store.shutdown().await;
     Ok(())
+}
+
+/// Waits for a task unless `select!` already took its result (a finished handle must not be
+/// polled again).
+async fn finish<T>(task: &mut tokio::task::JoinHandle<T>) {
+    if !task.is_finished() {
+        let _ = task.await;
+    }
 }
 
 /// A kubeconfig for kubectl and kube-rs pointing at this server; with TLS it carries the CA

@@ -9,14 +9,17 @@ mod durability;
 mod headless;
 mod kubectl;
 mod processes;
+mod proxy;
 mod tls;
 
 use hollow_testkit::Hollow;
 
 /// Starts the `hollow` binary this test run built, without its node agent: tests of the API
-/// server and controllers report pod status themselves, so it is theirs to decide.
+/// server and controllers report pod status themselves, so it is theirs to decide. Without
+/// the service proxy too: these tests never connect to service addresses, and parallel
+/// instances on the default service range would contend for the same ones.
 pub fn start_control_plane() -> Hollow {
-    Hollow::start(env!("CARGO_BIN_EXE_hollow"), &["--no-agent"])
+    Hollow::start(env!("CARGO_BIN_EXE_hollow"), &["--no-agent", "--no-proxy"])
 }
 
 /// Starts the whole of `hollow up`, node agent included.
