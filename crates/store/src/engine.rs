@@ -10,9 +10,10 @@
 //! instead of being capped at one write per fsync.
 //!
 //! After the commit the writer, in this order, advances [`Store::current_revision`], appends the
-//! events to the history and hands them to every matching watcher (under the hub lock), then
-//! replies to the waiting writers. So once `write` returns revision `r`, a watch from `r - 1`
-//! is guaranteed to see it.
+//! events to the history and to every matching watcher's queue (under the hub lock), replies to
+//! the waiting writers, and only then wakes the watchers (a hundred wake-ups take longer than
+//! the replies). So once `write` returns revision `r`, a watch from `r - 1` is guaranteed to see
+//! it: the event is already queued, even if its watcher has not been woken yet.
 //!
 //! # Reads
 //!
@@ -397,15 +398,21 @@ impl Writer {
                         Err(error) => answers.push(Err(error)),
                     }
                 }
+                let mut to_wake = Vec::new();
                 if let Some(last) = events.last() {
                     self.counters
                         .revision
                         .store(last.revision, Ordering::Release);
-                    self.hub.publish(events);
+                    to_wake = self.hub.publish(events);
                 }
                 for (reply, answer) in replies.drain(..).zip(answers) {
                     // The waiter may have given up (its future was dropped); nothing to do then.
                     let _ = reply.send(answer);
+                }
+                // The events are already in every queue, which is all the ordering guarantee
+                // needs; waking a hundred watchers is slow enough to come after the writers.
+                for queue in to_wake {
+                    queue.notify.notify_one();
                 }
             }
             Err(error) => {
@@ -482,7 +489,9 @@ impl Hub {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn publish(&self, events: Vec<Arc<Event>>) {
+    /// Appends `events` to the history and to every matching watcher's queue; returns the
+    /// queues that got something, for the caller to wake (outside the hub lock).
+    fn publish(&self, events: Vec<Arc<Event>>) -> Vec<Arc<WatchQueue>> {
         let mut state = self.lock();
         let HubState {
             history,
@@ -503,11 +512,17 @@ impl Hub {
             *history_base = oldest.revision;
         }
         let oldest = *history_base;
+        let mut to_wake = Vec::new();
         watchers.retain(|subscriber| {
-            subscriber
+            let pushed = subscriber
                 .queue
-                .push(subscriber, &events, self.watch_buffer, oldest)
+                .push(subscriber, &events, self.watch_buffer, oldest);
+            if pushed != Pushed::Nothing {
+                to_wake.push(subscriber.queue.clone());
+            }
+            pushed != Pushed::CutOff
         });
+        to_wake
     }
 
     fn subscribe(&self, hub: &Arc<Hub>, prefix: &str, after: Revision) -> Result<Watch> {
@@ -598,6 +613,17 @@ struct QueueState {
     end: Option<End>,
 }
 
+/// What [`WatchQueue::push`] did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pushed {
+    /// No event was for this watcher.
+    Nothing,
+    /// Events were queued.
+    Queued,
+    /// The queue overflowed (or had already ended): the watcher is cut off.
+    CutOff,
+}
+
 #[derive(Clone, Copy)]
 enum End {
     /// The store shut down: drain what is queued, then end.
@@ -616,14 +642,15 @@ impl WatchQueue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues the events under `prefix`; returns whether the watcher is still live.
+    /// Queues the events under `prefix`, without waking the watcher: the caller wakes every
+    /// queue that was not left [`Pushed::Nothing`].
     fn push(
         &self,
         subscriber: &Subscriber,
         events: &[Arc<Event>],
         buffer: usize,
         oldest: Revision,
-    ) -> bool {
+    ) -> Pushed {
         let mut matching = events
             .iter()
             .filter(|event| {
@@ -631,11 +658,11 @@ impl WatchQueue {
             })
             .peekable();
         if matching.peek().is_none() {
-            return true;
+            return Pushed::Nothing;
         }
         let mut state = self.lock();
         if state.end.is_some() {
-            return false;
+            return Pushed::CutOff;
         }
         let limit = buffer + state.replay_outstanding;
         for event in matching {
@@ -646,15 +673,11 @@ impl WatchQueue {
                     requested: state.delivered,
                     oldest,
                 });
-                drop(state);
-                self.notify.notify_one();
-                return false;
+                return Pushed::CutOff;
             }
             state.events.push_back(event.clone());
         }
-        drop(state);
-        self.notify.notify_one();
-        true
+        Pushed::Queued
     }
 
     fn finish(&self, end: End) {
