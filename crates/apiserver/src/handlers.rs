@@ -446,6 +446,16 @@ fn validate(
     old: Option<&Value>,
 ) -> ApiResult<()> {
     strategy::check_field_types(resource, object)?;
+    validate_rules(resource, name, object, old)
+}
+
+/// The kind's validation rules, for an object whose field types are known to hold.
+fn validate_rules(
+    resource: &ResourceInfo,
+    name: &str,
+    object: &Value,
+    old: Option<&Value>,
+) -> ApiResult<()> {
     let errors = strategy::validate(resource, object, old);
     if errors.is_empty() {
         Ok(())
@@ -471,33 +481,39 @@ async fn create(
     body: &Bytes,
 ) -> ApiResult<Reply> {
     let object = decode_body(headers, body)?;
-    let warnings = field_validation(path.resource, query, &object)?;
-    let (status, stored) = create_object(state, path, query, object).await?;
+    let (warnings, types_checked) = field_validation(path.resource, query, &object)?;
+    let (status, stored) = create_checked(state, path, query, object, types_checked).await?;
     let mut reply = Reply::json(status, stored);
     reply.warnings = warnings;
     Ok(reply)
 }
 
 /// `fieldValidation`: unknown fields are refused (`Strict`), reported as `Warning` headers
-/// (`Warn`, the default), or ignored (`Ignore`).
+/// (`Warn`, the default), or ignored (`Ignore`). Also says whether the same walk vouched for
+/// the body's field types (see [`crate::unknown_fields::inspect`]), so a create need not
+/// decode the body into its type a second time.
 fn field_validation(
     resource: &ResourceInfo,
     query: &QueryOptions,
     object: &Value,
-) -> ApiResult<Vec<String>> {
+) -> ApiResult<(Vec<String>, bool)> {
     let mode = query.field_validation.as_deref().unwrap_or("Warn");
     if mode == "Ignore" {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     }
-    let unknown = crate::unknown_fields::unknown_fields(resource.kind, object);
+    let inspection = crate::unknown_fields::inspect(resource.kind, object);
+    let unknown = inspection.unknown;
     if unknown.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), inspection.types_checked));
     }
     match mode {
         "Strict" => Err(ApiError::bad_request(
             crate::unknown_fields::bad_request_message(resource.kind, resource.version, &unknown),
         )),
-        "Warn" => Ok(crate::unknown_fields::warning_headers(&unknown)),
+        "Warn" => Ok((
+            crate::unknown_fields::warning_headers(&unknown),
+            inspection.types_checked,
+        )),
         other => Err(ApiError::bad_request(format!(
             "fieldValidation must be one of Ignore, Warn or Strict, not {other:?}"
         ))),
@@ -509,7 +525,20 @@ pub async fn create_object(
     state: &State,
     path: &ResourcePath,
     query: &QueryOptions,
+    object: Value,
+) -> ApiResult<(StatusCode, Bytes)> {
+    create_checked(state, path, query, object, false).await
+}
+
+/// [`create_object`], told whether the body's field types were already checked on the body as
+/// sent. What the server sets on create has the right types by construction, so that check
+/// stands for the prepared object too.
+async fn create_checked(
+    state: &State,
+    path: &ResourcePath,
+    query: &QueryOptions,
     mut object: Value,
+    types_checked: bool,
 ) -> ApiResult<(StatusCode, Bytes)> {
     let resource = path.resource;
     check_kind(resource, &object)?;
@@ -535,7 +564,10 @@ pub async fn create_object(
         )));
     }
     strategy::prepare_for_create(resource, &mut object, uuid::Uuid::new_v4().to_string());
-    validate(resource, &name, &object, None)?;
+    if !types_checked {
+        strategy::check_field_types(resource, &object)?;
+    }
+    validate_rules(resource, &name, &object, None)?;
     check_namespace_exists(state, path, &name)?;
     let reservation = if resource.kind == "Service" {
         Some(
@@ -624,7 +656,7 @@ async fn update(
         }
     }
     let expected = requested_revision(&object, resource, &name)?;
-    let warnings = field_validation(resource, query, &object)?;
+    let (warnings, _) = field_validation(resource, query, &object)?;
     let part = part_of(path);
     let stored = write_with_retry(
         state,

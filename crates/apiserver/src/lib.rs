@@ -96,6 +96,8 @@ pub struct State {
     pub advertise_address: Arc<str>,
     /// ClusterIP and NodePort allocation.
     pub allocators: Arc<allocator::Allocators>,
+    /// Watch frames of recent events, built once and shared by every watcher.
+    pub watch_frames: Arc<watch::FrameCache>,
 }
 
 /// How the API server is set up.
@@ -141,6 +143,7 @@ impl ApiServer {
             namespace_deleted: Arc::new(Notify::new()),
             advertise_address: Arc::from(config.advertise_address.to_string()),
             allocators: allocator::Allocators::new(config.service_cidr),
+            watch_frames: Arc::default(),
         };
         let bootstrap = async {
             namespaces::rebuild_allocations(&state)?;

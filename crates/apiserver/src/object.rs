@@ -104,7 +104,8 @@ fn serialise_with_metadata_offset(object: &Value) -> (Vec<u8>, usize) {
     let Value::Object(map) = object else {
         unreachable!("metadata_mut made the object a map");
     };
-    let mut bytes = Vec::with_capacity(512);
+    // Most objects are a few kilobytes: one allocation, no regrowth.
+    let mut bytes = Vec::with_capacity(4096);
     let mut offset = 0;
     bytes.push(b'{');
     for (index, (key, value)) in map.iter().enumerate() {
@@ -114,14 +115,11 @@ fn serialise_with_metadata_offset(object: &Value) -> (Vec<u8>, usize) {
         serde_json::to_writer(&mut bytes, key).expect("a key always serialises");
         bytes.push(b':');
         if key == "metadata" {
-            bytes.push(b'{');
-            offset = bytes.len();
-            let inner = serde_json::to_vec(value).expect("a JSON value always serialises");
-            // The map's own braces are dropped: the opening one was written above.
-            bytes.extend_from_slice(&inner[1..]);
-        } else {
-            serde_json::to_writer(&mut bytes, value).expect("a JSON value always serialises");
+            debug_assert!(value.is_object(), "metadata_mut made metadata a map");
+            // A map serialises starting with its `{`.
+            offset = bytes.len() + 1;
         }
+        serde_json::to_writer(&mut bytes, value).expect("a JSON value always serialises");
     }
     bytes.push(b'}');
     (bytes, offset)

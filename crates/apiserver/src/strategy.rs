@@ -55,9 +55,10 @@ fn name_rule(resource: &ResourceInfo) -> NameRule {
 
 /// Validation of a new object, or with `old` of an update.
 pub fn validate(resource: &ResourceInfo, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
-    let metadata = object.get("metadata").cloned().unwrap_or(json!({}));
+    static NO_METADATA: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| json!({}));
+    let metadata = object.get("metadata").unwrap_or(&NO_METADATA);
     let mut errors =
-        validation::validate_object_meta(&metadata, resource.is_namespaced(), name_rule(resource));
+        validation::validate_object_meta(metadata, resource.is_namespaced(), name_rule(resource));
     match resource.kind {
         "Service" => errors.extend(crate::service::validate(object)),
         "Pod" => {

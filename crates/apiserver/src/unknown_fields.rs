@@ -16,9 +16,19 @@
 //! never reported. No schema table is kept: the schema is the typed struct itself.
 //!
 //! Paths follow kube-apiserver: `spec.template.spec.containers[0].imagePullPolcy`. Within one
-//! object they come out in key order (the JSON value does not keep the document's order).
+//! object they come out in key order (the JSON value does not keep the document's order). A path
+//! is a chain of borrowed segments on the stack and becomes a `String` only for an unknown
+//! field, so a clean body costs no allocation per field.
+//!
+//! # One walk for a create
+//!
+//! The same walk is a type check: [`inspect`] also says whether the body deserialized into its
+//! kind's type without help. A create uses that verdict instead of decoding the body a second
+//! time; only a body the walk could not vouch for (a type error, or a `null` it read as an
+//! empty object or list, which a plain decoding refuses) goes through
+//! [`check_field_types`](crate::strategy::check_field_types) as before.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use hollow_types::k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use hollow_types::k8s_openapi::api::autoscaling::v1::Scale;
@@ -37,15 +47,30 @@ use serde_json::{Map, Value};
 /// nothing. A value of the wrong type (say `replicas: "two"`) ends the walk: the fields found
 /// before it are returned, and the type error itself is for the normal decoding to report.
 pub fn unknown_fields(kind: &str, object: &Value) -> Vec<String> {
-    let unknown = RefCell::new(Vec::new());
+    inspect(kind, object).unknown
+}
+
+/// What one typed walk over a body found.
+#[derive(Debug, Default)]
+pub struct Inspection {
+    /// The JSON paths of unknown fields, as [`unknown_fields`] reports them.
+    pub unknown: Vec<String>,
+    /// The body deserialized into its kind's type (apart from `apiVersion` and `kind`, which
+    /// the caller checks) exactly as a plain decoding would, so the field types need no
+    /// second check.
+    pub types_checked: bool,
+}
+
+/// Walks `object` once as kind `kind`: its unknown fields and whether its field types hold.
+pub fn inspect(kind: &str, object: &Value) -> Inspection {
+    let findings = Findings::default();
     let root = Tracked {
         value: object,
-        path: String::new(),
-        unknown: &unknown,
+        path: FieldPath::Root,
+        findings: &findings,
         is_root: true,
     };
-    // Only the side effect matters; see the doc comment for why errors are not reported.
-    let _ = match kind {
+    let walked = match kind {
         "Namespace" => Namespace::deserialize(root).map(drop),
         "Node" => Node::deserialize(root).map(drop),
         "Pod" => Pod::deserialize(root).map(drop),
@@ -59,7 +84,10 @@ pub fn unknown_fields(kind: &str, object: &Value) -> Vec<String> {
         "Scale" => Scale::deserialize(root).map(drop),
         _ => Ok(()),
     };
-    unknown.into_inner()
+    Inspection {
+        types_checked: walked.is_ok() && !findings.lenient_null.get(),
+        unknown: findings.unknown.into_inner(),
+    }
 }
 
 /// kube-apiserver's strict decoding error for `fields` (non-empty):
@@ -122,25 +150,60 @@ fn warning_header(text: &str) -> String {
     header
 }
 
-fn child_path(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{parent}.{key}")
+/// Where a value sits in the document: borrowed segments, rendered only when needed.
+#[derive(Clone, Copy)]
+enum FieldPath<'a> {
+    Root,
+    Key(&'a FieldPath<'a>, &'a str),
+    Index(&'a FieldPath<'a>, usize),
+}
+
+impl FieldPath<'_> {
+    fn render(&self) -> String {
+        let mut text = String::new();
+        self.render_into(&mut text);
+        text
+    }
+
+    fn render_into(&self, text: &mut String) {
+        match self {
+            FieldPath::Root => {}
+            FieldPath::Key(parent, key) => {
+                parent.render_into(text);
+                if !matches!(parent, FieldPath::Root) {
+                    text.push('.');
+                }
+                text.push_str(key);
+            }
+            FieldPath::Index(parent, index) => {
+                use std::fmt::Write as _;
+                parent.render_into(text);
+                let _ = write!(text, "[{index}]");
+            }
+        }
     }
 }
 
-/// A deserializer for one JSON value at `path` that records unknown fields in `unknown`.
-struct Tracked<'de, 'u> {
+/// What the walk learns on its way.
+#[derive(Default)]
+struct Findings {
+    unknown: RefCell<Vec<String>>,
+    /// A `null` was read as an empty object or list (Go's zero value), which a plain decoding
+    /// would refuse: the walk's success then says nothing about the field types.
+    lenient_null: Cell<bool>,
+}
+
+/// A deserializer for one JSON value at `path` that records unknown fields in `findings`.
+struct Tracked<'de, 'p, 'u> {
     value: &'de Value,
-    path: String,
-    unknown: &'u RefCell<Vec<String>>,
+    path: FieldPath<'p>,
+    findings: &'u Findings,
     /// The top-level object, whose `apiVersion` and `kind` the caller has already routed on:
     /// they are skipped so that a mismatch there cannot stop the walk.
     is_root: bool,
 }
 
-impl<'de, 'u> Tracked<'de, 'u> {
+impl<'de, 'p, 'u> Tracked<'de, 'p, 'u> {
     fn visit_object<V: de::Visitor<'de>>(
         self,
         object: &'de Map<String, Value>,
@@ -150,7 +213,7 @@ impl<'de, 'u> Tracked<'de, 'u> {
             entries: object.iter(),
             pending: None,
             path: self.path,
-            unknown: self.unknown,
+            findings: self.findings,
             skip_type_meta: self.is_root,
         })
     }
@@ -163,14 +226,14 @@ impl<'de, 'u> Tracked<'de, 'u> {
         visitor.visit_seq(TrackedSeq {
             items: items.iter().enumerate(),
             path: self.path,
-            unknown: self.unknown,
+            findings: self.findings,
         })
     }
 }
 
 static EMPTY_OBJECT: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
 
-impl<'de> Deserializer<'de> for Tracked<'de, '_> {
+impl<'de> Deserializer<'de> for Tracked<'de, '_, '_> {
     type Error = serde_json::Error;
 
     fn deserialize_any<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
@@ -195,7 +258,7 @@ impl<'de> Deserializer<'de> for Tracked<'de, '_> {
         self,
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
-        self.unknown.borrow_mut().push(self.path);
+        self.findings.unknown.borrow_mut().push(self.path.render());
         visitor.visit_unit()
     }
 
@@ -220,14 +283,20 @@ impl<'de> Deserializer<'de> for Tracked<'de, '_> {
 
     fn deserialize_map<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
         match self.value {
-            Value::Null => self.visit_object(&EMPTY_OBJECT, visitor),
+            Value::Null => {
+                self.findings.lenient_null.set(true);
+                self.visit_object(&EMPTY_OBJECT, visitor)
+            }
             _ => self.deserialize_any(visitor),
         }
     }
 
     fn deserialize_seq<V: de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
         match self.value {
-            Value::Null => self.visit_array(&[], visitor),
+            Value::Null => {
+                self.findings.lenient_null.set(true);
+                self.visit_array(&[], visitor)
+            }
             _ => self.deserialize_any(visitor),
         }
     }
@@ -252,15 +321,15 @@ impl<'de> Deserializer<'de> for Tracked<'de, '_> {
     }
 }
 
-struct TrackedMap<'de, 'u> {
+struct TrackedMap<'de, 'p, 'u> {
     entries: serde_json::map::Iter<'de>,
     pending: Option<(&'de str, &'de Value)>,
-    path: String,
-    unknown: &'u RefCell<Vec<String>>,
+    path: FieldPath<'p>,
+    findings: &'u Findings,
     skip_type_meta: bool,
 }
 
-impl<'de> MapAccess<'de> for TrackedMap<'de, '_> {
+impl<'de> MapAccess<'de> for TrackedMap<'de, '_, '_> {
     type Error = serde_json::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
@@ -289,8 +358,8 @@ impl<'de> MapAccess<'de> for TrackedMap<'de, '_> {
             .ok_or_else(|| de::Error::custom("a map value was read before its key"))?;
         seed.deserialize(Tracked {
             value,
-            path: child_path(&self.path, key),
-            unknown: self.unknown,
+            path: FieldPath::Key(&self.path, key),
+            findings: self.findings,
             is_root: false,
         })
     }
@@ -300,13 +369,13 @@ impl<'de> MapAccess<'de> for TrackedMap<'de, '_> {
     }
 }
 
-struct TrackedSeq<'de, 'u> {
+struct TrackedSeq<'de, 'p, 'u> {
     items: std::iter::Enumerate<std::slice::Iter<'de, Value>>,
-    path: String,
-    unknown: &'u RefCell<Vec<String>>,
+    path: FieldPath<'p>,
+    findings: &'u Findings,
 }
 
-impl<'de> SeqAccess<'de> for TrackedSeq<'de, '_> {
+impl<'de> SeqAccess<'de> for TrackedSeq<'de, '_, '_> {
     type Error = serde_json::Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(
@@ -318,8 +387,8 @@ impl<'de> SeqAccess<'de> for TrackedSeq<'de, '_> {
         };
         seed.deserialize(Tracked {
             value,
-            path: format!("{}[{index}]", self.path),
-            unknown: self.unknown,
+            path: FieldPath::Index(&self.path, index),
+            findings: self.findings,
             is_root: false,
         })
         .map(Some)
@@ -675,6 +744,36 @@ mod tests {
         // Keys are walked in order: "metadata" comes before "spec".
         let object = json!({"metadata": {"nmae": "x"}, "spec": {"replicas": "two", "zzz": 1}});
         assert_eq!(unknown_fields("Deployment", &object), ["metadata.nmae"]);
+    }
+
+    #[test]
+    fn the_walk_vouches_for_field_types_only_when_a_plain_decoding_would_pass() {
+        let pod = |spec: Value| json!({"metadata": {"name": "p"}, "spec": spec});
+        let clean = pod(
+            json!({"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}]}]}),
+        );
+        let inspection = inspect("Pod", &clean);
+        assert!(inspection.types_checked);
+        assert!(inspection.unknown.is_empty());
+        assert!(crate::strategy::check_field_types(pods(), &clean).is_ok());
+
+        let wrong_type = pod(json!({"containers": [{"name": "c", "image": 7}]}));
+        assert!(!inspect("Pod", &wrong_type).types_checked);
+        assert!(crate::strategy::check_field_types(pods(), &wrong_type).is_err());
+
+        // Read as an empty list by the walk, refused by a plain decoding: not vouched for.
+        let null_element = pod(json!({"containers": [null]}));
+        assert!(!inspect("Pod", &null_element).types_checked);
+
+        let unknown =
+            pod(json!({"containers": [{"name": "c", "image": "i", "imagePullPolcy": "x"}]}));
+        let inspection = inspect("Pod", &unknown);
+        assert_eq!(inspection.unknown, ["spec.containers[0].imagePullPolcy"]);
+        assert!(inspection.types_checked);
+    }
+
+    fn pods() -> &'static hollow_types::ResourceInfo {
+        hollow_types::ResourceInfo::find("", "pods").unwrap()
     }
 
     #[test]

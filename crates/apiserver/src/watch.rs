@@ -1,14 +1,21 @@
 //! Watch streams: one compact JSON event per line, over a chunked HTTP/1.1 answer.
 //!
 //! ```text
-//! store Watch (bounded, per watcher) ──► watch task: filter, frame ──► bounded channel ──► socket
+//! store Watch (bounded, per watcher) ──► response body stream: filter, frame ──► hyper ──► socket
 //! ```
 //!
+//! The response body polls the store's watch itself, on the connection's own task: an event
+//! costs one task wake-up per watcher, not two (there is no relay task and channel in between).
+//! The body hands hyper one frame per event for as long as events are queued and only then
+//! waits, and hyper buffers the frames it is given until the body waits, so whatever queued up
+//! while a watcher was busy goes out in one vectored write.
+//!
 //! The stored bytes of an object are framed as they are
-//! (`{"type":"MODIFIED","object":<stored>}`), so a plain watch never re-encodes an object. A
-//! watcher that cannot keep up fills its channel, then its store queue; the store then ends it
-//! with `Expired`, which the client receives as an in-stream 410 `ERROR` event and answers by
-//! relisting. Writers and other watchers never wait for it.
+//! (`{"type":"MODIFIED","object":<stored>}`), so a plain watch never re-encodes an object, and
+//! the JSON frame of an event is built once and shared by every watcher that sends it
+//! ([`FrameCache`]). A watcher that cannot keep up stops being polled, its store queue fills,
+//! and the store ends it with `Expired`, which the client receives as an in-stream 410 `ERROR`
+//! event and answers by relisting. Writers and other watchers never wait for it.
 //!
 //! Semantics follow kube-apiserver: `resourceVersion` unset or `"0"` first sends an `ADDED`
 //! event per current object; `N` sends every change after `N`; a version older than the
@@ -16,16 +23,17 @@
 //! events with a bookmark annotated `k8s.io/initial-events-end`; with `allowWatchBookmarks`
 //! a bookmark is sent every minute; `timeoutSeconds` ends the stream cleanly.
 
+use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
-use hollow_store::{Event, EventKind, Revision};
+use hollow_store::{Event, EventKind, Record, Revision, Watch};
 use hollow_types::ResourceInfo;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use crate::State;
 use crate::error::{ApiError, ApiResult};
@@ -39,8 +47,64 @@ use crate::request::{QueryOptions, ResourcePath};
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a watch lasts when the client sets no timeout (kube-apiserver: 30–60 minutes).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
-/// Frames queued toward the socket before the watch task waits for the client.
-const FRAMES_IN_FLIGHT: usize = 64;
+/// How many recent events' JSON frames [`FrameCache`] keeps.
+const CACHED_FRAMES: usize = 256;
+
+/// The JSON frames of recent events, so that every watcher of an event sends the same bytes
+/// instead of building its own copy. Keyed by revision (one revision is one event) and event
+/// type (a selector can turn a `MODIFIED` into an `ADDED` or `DELETED` for some watchers).
+pub struct FrameCache {
+    slots: Mutex<Vec<Option<CachedFrame>>>,
+}
+
+struct CachedFrame {
+    revision: Revision,
+    kind: &'static str,
+    frame: Bytes,
+}
+
+impl Default for FrameCache {
+    fn default() -> Self {
+        Self {
+            slots: Mutex::new((0..CACHED_FRAMES).map(|_| None).collect()),
+        }
+    }
+}
+
+impl FrameCache {
+    /// The JSON frame of `event` as a `kind` event, built on the first call for it.
+    fn json_frame(&self, event: &Event, kind: &'static str) -> Bytes {
+        let slot = (event.revision % CACHED_FRAMES as u64) as usize;
+        {
+            let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(cached) = &slots[slot]
+                && cached.revision == event.revision
+                && cached.kind == kind
+            {
+                return cached.frame.clone();
+            }
+        }
+        // Built outside the lock: two watchers may both build it, which is harmless.
+        let frame = json_frame(kind, &event.value);
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)[slot] = Some(CachedFrame {
+            revision: event.revision,
+            kind,
+            frame: frame.clone(),
+        });
+        frame
+    }
+}
+
+/// `{"type":"<kind>","object":<stored>}` and a newline.
+fn json_frame(kind: &str, stored: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(stored.len() + 32);
+    frame.put_slice(b"{\"type\":\"");
+    frame.put_slice(kind.as_bytes());
+    frame.put_slice(b"\",\"object\":");
+    frame.put_slice(stored);
+    frame.put_slice(b"}\n");
+    frame.freeze()
+}
 
 /// Where a watch starts.
 enum Start {
@@ -85,17 +149,21 @@ pub fn watch(
         initial_events_end: query.send_initial_events(),
         sent_columns: false,
     };
-    let (sender, receiver) = mpsc::channel::<Bytes>(FRAMES_IN_FLIGHT);
-    let prefix = path.collection_prefix();
-    let state = state.clone();
-    tokio::spawn(async move {
-        stream.run(state, prefix, start, timeout, sender).await;
-    });
-    let body = Body::from_stream(futures::stream::unfold(receiver, |mut receiver| async {
-        receiver
-            .recv()
-            .await
-            .map(|frame| (Ok::<_, std::convert::Infallible>(frame), receiver))
+    let feed = Feed {
+        stream,
+        state: state.clone(),
+        prefix: path.collection_prefix(),
+        phase: Phase::Starting(start),
+        deadline: Box::pin(tokio::time::sleep(timeout)),
+        bookmark_timer: tokio::time::interval_at(
+            tokio::time::Instant::now() + BOOKMARK_INTERVAL,
+            BOOKMARK_INTERVAL,
+        ),
+        last_revision: 0,
+    };
+    let body = Body::from_stream(futures::stream::unfold(feed, |mut feed| async move {
+        let frame = feed.next_frame().await?;
+        Some((Ok::<_, std::convert::Infallible>(frame), feed))
     }));
     let content_type = match format {
         Format::Table => TABLE_CONTENT_TYPE,
@@ -109,6 +177,106 @@ pub fn watch(
     Ok(response)
 }
 
+/// One watch's response body: where it is, and what it sends next.
+struct Feed {
+    stream: WatchStream,
+    state: State,
+    prefix: String,
+    phase: Phase,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    bookmark_timer: tokio::time::Interval,
+    /// The revision of the last event sent (for bookmarks).
+    last_revision: Revision,
+}
+
+enum Phase {
+    Starting(Start),
+    /// Sending the current state: these records, then (if asked) the initial-events bookmark,
+    /// then the changes after `revision`.
+    Initial {
+        records: std::vec::IntoIter<Record>,
+        revision: Revision,
+    },
+    Live(Watch),
+    /// One last frame (an error), then the end.
+    Ending(Bytes),
+    Ended,
+}
+
+impl Feed {
+    /// The next frame of the body, or `None` when the watch is over.
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        loop {
+            match std::mem::replace(&mut self.phase, Phase::Ended) {
+                Phase::Ended => return None,
+                Phase::Ending(frame) => return Some(frame),
+                Phase::Starting(Start::After(revision)) => self.subscribe(revision),
+                Phase::Starting(Start::WithState) => {
+                    match list_records(&self.state, &self.prefix, &self.stream.filter, None, None) {
+                        Ok(listing) => {
+                            self.phase = Phase::Initial {
+                                records: listing.records.into_iter(),
+                                revision: listing.revision,
+                            }
+                        }
+                        Err(error) => return Some(self.stream.error_frame(&error)),
+                    }
+                }
+                Phase::Initial {
+                    mut records,
+                    revision,
+                } => match records.next() {
+                    Some(record) => {
+                        self.phase = Phase::Initial { records, revision };
+                        if let Some(frame) = self.stream.frame("ADDED", &record.value) {
+                            return Some(frame);
+                        }
+                    }
+                    None => {
+                        self.subscribe(revision);
+                        if self.stream.initial_events_end {
+                            return Some(self.stream.bookmark(revision, true));
+                        }
+                    }
+                },
+                Phase::Live(mut watch) => {
+                    // The deadline and the bookmark timer come first so that a steady flow of
+                    // events cannot starve them.
+                    let next = tokio::select! {
+                        biased;
+                        _ = self.deadline.as_mut() => return None,
+                        _ = self.bookmark_timer.tick(), if self.stream.bookmarks => {
+                            self.phase = Phase::Live(watch);
+                            return Some(self.stream.bookmark(self.last_revision, false));
+                        }
+                        next = watch.next() => next,
+                    };
+                    match next {
+                        None => return None,
+                        Some(Err(error)) => return Some(self.stream.error_frame(&error.into())),
+                        Some(Ok(event)) => {
+                            self.phase = Phase::Live(watch);
+                            self.last_revision = event.revision;
+                            if let Some(frame) = self.stream.event_frame(&self.state, &event) {
+                                return Some(frame);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves on to the changes after `revision`, or to the error that refuses them.
+    fn subscribe(&mut self, revision: Revision) {
+        self.last_revision = revision;
+        self.phase = match self.state.store.watch(&self.prefix, revision) {
+            Ok(watch) => Phase::Live(watch),
+            Err(error) => Phase::Ending(self.stream.error_frame(&error.into())),
+        };
+    }
+}
+
 struct WatchStream {
     resource: &'static ResourceInfo,
     filter: Filter,
@@ -119,94 +287,24 @@ struct WatchStream {
 }
 
 impl WatchStream {
-    async fn run(
-        mut self,
-        state: State,
-        prefix: String,
-        start: Start,
-        timeout: Duration,
-        sender: mpsc::Sender<Bytes>,
-    ) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let after = match start {
-            Start::After(revision) => revision,
-            Start::WithState => {
-                let listing = match list_records(&state, &prefix, &self.filter, None, None) {
-                    Ok(listing) => listing,
-                    Err(error) => {
-                        let _ = sender.send(self.error_frame(&error)).await;
-                        return;
-                    }
-                };
-                for record in &listing.records {
-                    let Some(frame) = self.frame("ADDED", &record.value) else {
-                        continue;
-                    };
-                    if sender.send(frame).await.is_err() {
-                        return;
-                    }
-                }
-                if self.initial_events_end
-                    && sender
-                        .send(self.bookmark(listing.revision, true))
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
-                listing.revision
-            }
-        };
-        let mut watch = match state.store.watch(&prefix, after) {
-            Ok(watch) => watch,
-            Err(error) => {
-                let _ = sender.send(self.error_frame(&error.into())).await;
-                return;
-            }
-        };
-        let mut last_revision = after;
-        let mut bookmark_timer = tokio::time::interval_at(
-            tokio::time::Instant::now() + BOOKMARK_INTERVAL,
-            BOOKMARK_INTERVAL,
-        );
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return,
-                _ = sender.closed() => return,
-                _ = bookmark_timer.tick(), if self.bookmarks => {
-                    if sender.send(self.bookmark(last_revision, false)).await.is_err() {
-                        return;
-                    }
-                }
-                next = watch.next() => match next {
-                    None => return,
-                    Some(Err(error)) => {
-                        let _ = sender.send(self.error_frame(&error.into())).await;
-                        return;
-                    }
-                    Some(Ok(event)) => {
-                        last_revision = event.revision;
-                        if let Some(frame) = self.event_frame(&event)
-                            && sender.send(frame).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// The frame a store event becomes for this watcher, if it sees it at all. An object that
     /// stops matching the selectors is `DELETED` for this watcher; one that starts, `ADDED`.
-    fn event_frame(&mut self, event: &Event) -> Option<Bytes> {
+    fn event_frame(&mut self, state: &State, event: &Event) -> Option<Bytes> {
+        let kind = self.kind_for(event)?;
+        if self.format == Format::Json {
+            return Some(state.watch_frames.json_frame(event, kind));
+        }
+        self.frame(kind, &event.value)
+    }
+
+    /// The event type `event` is for this watcher, if it sees it at all.
+    fn kind_for(&self, event: &Event) -> Option<&'static str> {
         if self.filter.is_everything() {
-            let kind = match event.kind {
+            return Some(match event.kind {
                 EventKind::Created => "ADDED",
                 EventKind::Updated => "MODIFIED",
                 EventKind::Deleted => "DELETED",
-            };
-            return self.frame(kind, &event.value);
+            });
         }
         let now = self.filter.matches(&event.key, &event.value);
         let before = event
@@ -221,20 +319,12 @@ impl WatchStream {
             (_, true, false) => "DELETED",
             (_, false, false) => return None,
         };
-        self.frame(kind, &event.value)
+        Some(kind)
     }
 
     fn frame(&mut self, kind: &str, stored: &Bytes) -> Option<Bytes> {
         match self.format {
-            Format::Json => {
-                let mut frame = BytesMut::with_capacity(stored.len() + 32);
-                frame.put_slice(b"{\"type\":\"");
-                frame.put_slice(kind.as_bytes());
-                frame.put_slice(b"\",\"object\":");
-                frame.put_slice(stored);
-                frame.put_slice(b"}\n");
-                Some(frame.freeze())
-            }
+            Format::Json => Some(json_frame(kind, stored)),
             Format::Table => {
                 let object = object::decode(stored).ok()?;
                 let revision = object::metadata_str(&object, "resourceVersion")
