@@ -18,10 +18,11 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::endpointslice::{self, SERVICE_NAME_LABEL};
-use crate::meta;
+use crate::{meta, scheduler};
 
-/// Objects of one namespace sharing one key, by name.
-type ByName<K> = HashMap<String, Arc<K>>;
+/// Objects of one namespace sharing one key, by name. Ordered, so that lists come out
+/// in name order, the order the reconcilers sort them into anyway.
+type ByName<K> = BTreeMap<String, Arc<K>>;
 
 /// Adds `object` under `key` in a two-level map.
 fn insert<K>(
@@ -54,6 +55,10 @@ pub struct PodIndex {
     by_label: HashMap<String, HashMap<(String, String), ByName<Pod>>>,
     /// (namespace, controller uid) → pods.
     by_controller: HashMap<(String, String), ByName<Pod>>,
+    /// Node name → pods running there (see [`scheduler::node_load`]).
+    node_load: HashMap<String, usize>,
+    /// Pods waiting for the scheduler.
+    unscheduled: HashMap<(String, String), Arc<Pod>>,
 }
 
 impl PodIndex {
@@ -85,6 +90,13 @@ impl PodIndex {
                 &name,
                 &pod,
             );
+        }
+        if let Some(node) = scheduler::counted_node(&pod) {
+            *self.node_load.entry(node.to_string()).or_default() += 1;
+        }
+        if scheduler::needs_scheduling(&pod) {
+            self.unscheduled
+                .insert((namespace.clone(), name.clone()), pod.clone());
         }
         self.by_name.insert((namespace, name), pod);
     }
@@ -118,6 +130,26 @@ impl PodIndex {
                 name,
             );
         }
+        if let Some(node) = scheduler::counted_node(&pod)
+            && let Some(count) = self.node_load.get_mut(node)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.node_load.remove(node);
+            }
+        }
+        self.unscheduled
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    /// The pods running on each node, as [`scheduler::node_load`] counts them.
+    pub fn node_load(&self) -> &HashMap<String, usize> {
+        &self.node_load
+    }
+
+    /// The pods waiting for the scheduler.
+    pub fn unscheduled(&self) -> Vec<Arc<Pod>> {
+        self.unscheduled.values().cloned().collect()
     }
 
     /// The pod called `name` in `namespace`.
@@ -416,6 +448,39 @@ mod tests {
         );
         index.remove("default", "c");
         assert_eq!(names(index.controlled_by("default", "rs-2")), vec!["a"]);
+    }
+
+    #[test]
+    fn node_load_and_unscheduled_pods_follow_the_pods() {
+        let on = |name: &str, node: Option<&str>, phase: &str| {
+            let mut pod = pod(name, "web", "10.0.0.1", true);
+            let spec = pod.spec.as_mut().unwrap();
+            spec.node_name = node.map(str::to_string);
+            pod.status.as_mut().unwrap().phase = Some(phase.to_string());
+            Arc::new(pod)
+        };
+        let pods = vec![
+            on("a", Some("node-a"), "Running"),
+            on("b", Some("node-a"), "Running"),
+            on("c", Some("node-b"), "Succeeded"),
+            on("d", None, "Pending"),
+        ];
+        let mut index = PodIndex::new(pods.clone());
+        assert_eq!(index.node_load(), &scheduler::node_load(&pods));
+        assert_eq!(names(index.unscheduled()), vec!["d"]);
+
+        // Binding d and finishing a: the counts move with them.
+        index.upsert(on("d", Some("node-b"), "Running"));
+        index.upsert(on("a", Some("node-a"), "Failed"));
+        index.remove("default", "b");
+        let now = vec![
+            on("a", Some("node-a"), "Failed"),
+            on("c", Some("node-b"), "Succeeded"),
+            on("d", Some("node-b"), "Running"),
+        ];
+        assert_eq!(index.node_load(), &scheduler::node_load(&now));
+        assert_eq!(index.node_load().get("node-b"), Some(&1));
+        assert!(index.unscheduled().is_empty());
     }
 
     #[test]

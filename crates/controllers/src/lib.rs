@@ -7,6 +7,8 @@
 //! - [`scheduler`]: pods without a node are bound to a Ready Node.
 //! - [`garbage_collector`]: dependents of deleted owners go away (background,
 //!   foreground and orphan propagation).
+//! - [`index`]: pods by label, owner and name, Services by selector, slices by Service,
+//!   so that one change costs work proportional to what it touches.
 //!
 //! Other crates call [`run`]`(client, Options::default(), shutdown)`: it watches the API
 //! server, runs every controller until `shutdown` completes, and needs nothing but a
@@ -22,6 +24,15 @@
 //!                                                                  │
 //!  API server ◀──create/replace/patch/delete/events──── executor::Executor
 //! ```
+//!
+//! Each watch updates its store and then, before any controller hears of the change, the
+//! [`index`]es beside it. A pod change reaches the Services that select it through the
+//! Service index, and each of them plans from its candidates in the pod index; the
+//! EndpointSlice reconciler reuses a per-Service memo of unchanged pods' endpoints
+//! ([`endpointslice::EndpointCache`]) and plans on its own recent writes until the slice
+//! watch shows them, so a busy Service is reconciled again as soon as its last write
+//! returns. The legacy Endpoints object has its own controller, so rewriting it for a big
+//! Service never delays the slices.
 //!
 //! Every reconciler is a pure function from the object and the related cached objects
 //! to a [`plan::Plan`]: no client, no clock (the time is passed in where a status needs

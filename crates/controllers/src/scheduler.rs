@@ -44,9 +44,39 @@ fn is_node_ready(node: &Node) -> bool {
         .any(|condition| condition.type_ == "Ready" && condition.status == "True")
 }
 
+/// The number of pods each node runs (pods bound to it that have not finished).
+pub fn node_load(pods: &[Arc<Pod>]) -> HashMap<String, usize> {
+    let mut load: HashMap<String, usize> = HashMap::new();
+    for pod in pods {
+        if let Some(node) = counted_node(pod) {
+            *load.entry(node.to_string()).or_default() += 1;
+        }
+    }
+    load
+}
+
+/// The node a pod counts against in [`node_load`], if any.
+pub fn counted_node(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()
+        .and_then(|spec| spec.node_name.as_deref())
+        .filter(|_| !meta::is_pod_terminal(pod))
+}
+
 /// Plans the binding of `pod`, or its Unschedulable condition. `pods` is used to count
 /// the pods already on each node.
 pub fn reconcile(pod: &Pod, nodes: &[Arc<Node>], pods: &[Arc<Pod>], now: &Time) -> Plan {
+    reconcile_with_load(pod, nodes, &node_load(pods), now)
+}
+
+/// [`reconcile`] with the pods per node already counted (see [`node_load`]), as the
+/// controller keeps them, instead of counting every pod of the cluster per binding.
+pub fn reconcile_with_load(
+    pod: &Pod,
+    nodes: &[Arc<Node>],
+    load: &HashMap<String, usize>,
+    now: &Time,
+) -> Plan {
     let mut plan = Plan::default();
     if !needs_scheduling(pod) {
         return plan;
@@ -98,17 +128,6 @@ pub fn reconcile(pod: &Pod, nodes: &[Arc<Node>], pods: &[Arc<Pod>], now: &Time) 
         return unschedulable(pod, message, now);
     }
 
-    let mut load: HashMap<&str, usize> = HashMap::new();
-    for other in pods.iter() {
-        if let Some(node) = other
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.node_name.as_deref())
-            && !meta::is_pod_terminal(other)
-        {
-            *load.entry(node).or_default() += 1;
-        }
-    }
     let chosen = candidates
         .into_iter()
         .min_by_key(|node| {

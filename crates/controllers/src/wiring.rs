@@ -7,15 +7,22 @@
 //! and retries failures with back-off from `error_policy`. Reconcile functions read the
 //! stores, call the pure reconcilers and hand the plan to the [`Executor`].
 //!
+//! The stores' watchers also keep the [`crate::index`]es current (see [`Indexes`]):
+//! each change is indexed right after the store took it and before any controller hears
+//! of it, and pods and slices are read (expectations included) through the indexes.
+//!
 //! Caches lag writes. After a plan is applied, its writes become *expectations* of the
 //! controller key: until the stores have seen them (or a deadline passes), the key is
 //! not reconciled again, so a ReplicaSet never creates the same pod twice because its
 //! pod cache was a few milliseconds behind. (Kubernetes' controllers keep the same kind
-//! of bookkeeping.)
+//! of bookkeeping.) The EndpointSlice controller instead lays its own writes over the
+//! slice cache ([`SliceWrites`]), so a Service whose pods keep changing is reconciled
+//! again as soon as its previous writes return.
 //!
 //! The garbage collector is not a per-object controller: it walks the whole ownership
-//! graph, debounced, whenever any cached object changes, and confirms suspected missing
-//! owners with a live GET before deleting anything.
+//! graph, debounced, whenever an object appears or goes or its owners, finalizers or
+//! deletion change (not on status changes), and confirms suspected missing owners with a
+//! live GET before deleting anything.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
@@ -28,7 +35,7 @@ use futures::channel::mpsc;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, PodSpec, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -920,18 +927,12 @@ async fn reconcile_pod_scheduling(pod: Arc<Pod>, context: Arc<Context>) -> Resul
             .assumed_bindings
             .lock()
             .expect("assumed bindings lock");
-        let mut pods = context.stores.pods.state();
+        let mut load = context.stores.indexes.pods().node_load().clone();
         // Count bindings the cache does not show yet, so a burst spreads over the nodes.
-        pods.extend(assumed.values().map(|node| {
-            Arc::new(Pod {
-                spec: Some(PodSpec {
-                    node_name: Some(node.clone()),
-                    ..PodSpec::default()
-                }),
-                ..Pod::default()
-            })
-        }));
-        let plan = scheduler::reconcile(&pod, &nodes, &pods, &now());
+        for node in assumed.values() {
+            *load.entry(node.clone()).or_default() += 1;
+        }
+        let plan = scheduler::reconcile_with_load(&pod, &nodes, &load, &now());
         if let Some(crate::plan::Object::Binding(binding)) = plan.create.first() {
             assumed.insert(key.clone(), binding.target.name.clone().unwrap_or_default());
         }
@@ -1283,12 +1284,12 @@ pub async fn run(
             .for_each(log_results("deployment"));
 
     let node_to_pending_pods = {
-        let pods_store = stores.pods.clone();
+        let indexes = stores.indexes.clone();
         move |_node: Arc<Node>| {
-            pods_store
-                .state()
+            indexes
+                .pods()
+                .unscheduled()
                 .iter()
-                .filter(|pod| scheduler::needs_scheduling(pod))
                 .map(|pod| ObjectRef::from_obj(pod.as_ref()))
                 .collect::<Vec<_>>()
         }
