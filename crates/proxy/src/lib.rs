@@ -13,10 +13,11 @@
 //!                   written to status.loadBalancer.ingress (services/status)
 //!                                                  │
 //!                 per service port: Endpoints snapshot ──ArcSwap::store──▶ tcp::Backend
-//!                 per frontend address: a TcpListener task (added / closed as needed)
+//!                 per frontend address: a TCP listener or UDP socket task (added / closed)
 //!                                                  │ accept
 //!       tcp.rs: pick (ClientIP affinity, else round robin or least connections),
 //!               connect with failover, copy_bidirectional with fixed buffers
+//!       udp.rs: a connected socket per client flow, replies sent back from the frontend
 //! ```
 //!
 //! Semantics follow kube-proxy: ready endpoints first, serving+terminating ones only when
@@ -25,7 +26,8 @@
 //! `publishNotReadyAddresses` makes every endpoint eligible. Headless and ExternalName
 //! Services get no listener, nor do Services labelled for another proxy. When endpoints
 //! change, new connections use the new set at once; established connections are left to
-//! finish, even to removed endpoints. Only TCP is proxied; UDP and SCTP ports are skipped.
+//! finish, even to removed endpoints. TCP and UDP are proxied (UDP as per-client flows with an
+//! idle timeout; a datagram for a service without endpoints is dropped); SCTP is skipped.
 //!
 //! Entry point: [`run`].
 
@@ -33,6 +35,7 @@ mod ingress;
 mod sync;
 pub mod table;
 mod tcp;
+mod udp;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -64,6 +67,9 @@ pub struct ProxyConfig {
     pub connect_attempts: usize,
     /// Copy buffer per direction per connection, bytes.
     pub buffer_size: usize,
+    /// A UDP flow (client address → endpoint) ends after this long without a datagram
+    /// either way.
+    pub udp_idle_timeout: Duration,
     /// Quiet time after a change before syncing, so a burst of events costs one sync.
     pub sync_debounce: Duration,
     /// Full sync even without changes (retries addresses that could not be bound).
@@ -86,6 +92,7 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(1),
             connect_attempts: 3,
             buffer_size: 64 * 1024,
+            udp_idle_timeout: Duration::from_secs(30),
             sync_debounce: Duration::from_millis(5),
             resync_period: Duration::from_secs(30),
         }

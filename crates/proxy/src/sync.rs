@@ -14,14 +14,29 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::ingress::{first_free, wants_address};
 use crate::table::{ServicePort, ServicePortName, ingress_ips, service_ports};
 use crate::tcp::{self, Backend, ConnectSettings};
+use crate::udp;
 use crate::{Error, ProxyConfig};
+
+/// An address clients send to, per transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Frontend {
+    address: SocketAddr,
+    udp: bool,
+}
+
+impl std::fmt::Display for Frontend {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let transport = if self.udp { "udp" } else { "tcp" };
+        write!(formatter, "{}/{transport}", self.address)
+    }
+}
 
 struct Listener {
     backend: Arc<Backend>,
@@ -51,9 +66,9 @@ pub(crate) struct Proxier {
     config: ProxyConfig,
     settings: ConnectSettings,
     backends: HashMap<ServicePortName, Arc<Backend>>,
-    listeners: HashMap<SocketAddr, Listener>,
+    listeners: HashMap<Frontend, Listener>,
     /// Frontends whose bind failed, so the warning is given once, not on every sync.
-    bind_failures: HashSet<SocketAddr>,
+    bind_failures: HashSet<Frontend>,
     /// Load-balancer addresses written but maybe not yet seen back through the watch, by
     /// Service UID, so two Services never get the same one.
     assigned_ingress: HashMap<String, IpAddr>,
@@ -66,6 +81,7 @@ impl Proxier {
             connect_timeout: config.connect_timeout,
             connect_attempts: config.connect_attempts,
             buffer_size: config.buffer_size,
+            udp_idle_timeout: config.udp_idle_timeout,
         };
         Proxier {
             client,
@@ -129,14 +145,18 @@ impl Proxier {
                     .push(slice);
             }
         }
-        let mut wanted_frontends: BTreeMap<SocketAddr, ServicePortName> = BTreeMap::new();
+        let mut wanted_frontends: BTreeMap<Frontend, ServicePortName> = BTreeMap::new();
         let mut wanted_backends = HashSet::new();
         for service in services {
             for port in service_ports(service, self.config.node_address) {
-                if port.name.protocol != "TCP" {
-                    tracing::debug!(service = %port.name, "only TCP is proxied");
-                    continue;
-                }
+                let udp = match port.name.protocol.as_str() {
+                    "TCP" => false,
+                    "UDP" => true,
+                    _ => {
+                        tracing::debug!(service = %port.name, "only TCP and UDP are proxied");
+                        continue;
+                    }
+                };
                 let key = (port.name.namespace.clone(), port.name.service.clone());
                 let service_slices = slices_by_service
                     .get(&key)
@@ -144,14 +164,18 @@ impl Proxier {
                     .unwrap_or_default();
                 self.update_backend(&port, service_slices);
                 for frontend in &port.frontends {
-                    wanted_frontends.insert(*frontend, port.name.clone());
+                    let frontend = Frontend {
+                        address: *frontend,
+                        udp,
+                    };
+                    wanted_frontends.insert(frontend, port.name.clone());
                 }
                 wanted_backends.insert(port.name);
             }
         }
         self.backends
             .retain(|name, _| wanted_backends.contains(name));
-        let stale: Vec<SocketAddr> = self
+        let stale: Vec<Frontend> = self
             .listeners
             .iter()
             .filter(|(frontend, listener)| {
@@ -172,12 +196,10 @@ impl Proxier {
                 continue;
             }
             let backend = Arc::clone(&self.backends[&name]);
-            match TcpListener::bind(frontend).await {
-                Ok(listener) => {
+            match self.listen(frontend, &backend).await {
+                Ok(task) => {
                     self.bind_failures.remove(&frontend);
                     tracing::debug!(service = %name, %frontend, "listening");
-                    let task =
-                        tokio::spawn(tcp::serve(listener, Arc::clone(&backend), self.settings));
                     self.listeners.insert(frontend, Listener { backend, task });
                 }
                 Err(error) => {
@@ -187,6 +209,21 @@ impl Proxier {
                 }
             }
         }
+    }
+
+    async fn listen(
+        &self,
+        frontend: Frontend,
+        backend: &Arc<Backend>,
+    ) -> std::io::Result<JoinHandle<()>> {
+        let backend = Arc::clone(backend);
+        Ok(if frontend.udp {
+            let socket = UdpSocket::bind(frontend.address).await?;
+            tokio::spawn(udp::serve(socket, backend, self.settings))
+        } else {
+            let listener = TcpListener::bind(frontend.address).await?;
+            tokio::spawn(tcp::serve(listener, backend, self.settings))
+        })
     }
 
     fn update_backend(&mut self, port: &ServicePort, slices: &[&EndpointSlice]) {

@@ -19,6 +19,7 @@ pub(crate) struct ConnectSettings {
     pub connect_timeout: Duration,
     pub connect_attempts: usize,
     pub buffer_size: usize,
+    pub udp_idle_timeout: Duration,
 }
 
 /// Where the connections of one service port go. The sync loop swaps in new endpoints and
@@ -54,7 +55,7 @@ impl Backend {
 
     /// The endpoint for a new connection from `client`: its sticky one under ClientIP
     /// affinity, else whatever the picker says.
-    fn pick(&self, client: IpAddr, endpoints: &Endpoints, picker: Picker) -> Option<Endpoint> {
+    pub fn pick(&self, client: IpAddr, endpoints: &Endpoints, picker: Picker) -> Option<Endpoint> {
         match &*self.affinity.load() {
             Some(affinity) => affinity.pick(&client, endpoints, |endpoints| {
                 self.choose(endpoints, picker)

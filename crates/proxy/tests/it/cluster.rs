@@ -90,6 +90,10 @@ impl Cluster {
         }
     }
 
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     pub fn node_address(&self) -> IpAddr {
         IpAddr::from([127, 0, self.lane, 1])
     }

@@ -1,6 +1,7 @@
 //! The proxy against a live in-process API server, with real TCP connections: Services and
 //! hand-written EndpointSlices point at small echo servers on 127.0.<lane>.x, and clients
-//! connect through the cluster IP, the node port and the load-balancer address.
+//! connect through the cluster IP, the node port and the load-balancer address (TCP), and
+//! send datagrams through the cluster IP (UDP).
 //!
 //! Each test has its own lane: its own service range (127.96.<lane>.0/24), load-balancer
 //! range (127.97.<lane>.0/24), node address (127.0.<lane>.1) and backend addresses, so
@@ -11,13 +12,16 @@ mod cluster;
 use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use cluster::{Cluster, WAIT, ask, eventually};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UdpSocket};
 
 fn endpoint(ip: &str, ready: bool) -> serde_json::Value {
     json!({"addresses": [ip], "conditions": {"ready": ready, "serving": ready, "terminating": false}})
@@ -289,4 +293,61 @@ async fn read_line(stream: &mut TcpStream) -> String {
         .expect("a line in time")
         .expect("read");
     line.trim_end().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_datagrams_reach_an_endpoint_and_replies_come_back() {
+    let cluster = Cluster::start(15).await;
+    let backend = start_udp_backend(SocketAddr::from(([127, 0, 15, 11], 0)), "a").await;
+    let service = cluster
+        .create_service(json!({
+            "metadata": {"name": "dns"},
+            "spec": {"ports": [{"name": "dns", "port": 5353, "protocol": "UDP"}]}
+        }))
+        .await;
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "dns-1", "labels": {"kubernetes.io/service-name": "dns"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "dns", "port": backend.port(), "protocol": "UDP"}],
+        "endpoints": [endpoint("127.0.15.11", true)],
+    }))
+    .unwrap();
+    Api::<EndpointSlice>::namespaced(cluster.client(), "default")
+        .create(&Default::default(), &slice)
+        .await
+        .expect("slice");
+    let frontend = SocketAddr::new(cluster_ip(&service), 5353);
+    let client = UdpSocket::bind("127.0.15.100:0")
+        .await
+        .expect("client socket");
+    let reply = eventually("a UDP reply through the proxy", || async {
+        client.send_to(b"ping", frontend).await.ok()?;
+        let mut buffer = [0u8; 64];
+        let (length, from) =
+            tokio::time::timeout(Duration::from_millis(200), client.recv_from(&mut buffer))
+                .await
+                .ok()?
+                .ok()?;
+        Some((
+            String::from_utf8_lossy(&buffer[..length]).into_owned(),
+            from,
+        ))
+    })
+    .await;
+    assert_eq!(reply, ("a:ping".to_owned(), frontend));
+}
+
+/// Answers each datagram with `<name>:<datagram>`.
+async fn start_udp_backend(address: SocketAddr, name: &'static str) -> SocketAddr {
+    let socket = UdpSocket::bind(address).await.expect("bind UDP backend");
+    let address = socket.local_addr().expect("UDP backend address");
+    tokio::spawn(async move {
+        let mut buffer = [0u8; 1024];
+        while let Ok((length, from)) = socket.recv_from(&mut buffer).await {
+            let mut reply = format!("{name}:").into_bytes();
+            reply.extend_from_slice(&buffer[..length]);
+            let _ = socket.send_to(&reply, from).await;
+        }
+    });
+    address
 }
