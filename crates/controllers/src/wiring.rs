@@ -65,6 +65,12 @@ pub struct Options {
     pub resync: Duration,
     /// How long the garbage collector waits for a burst of changes to settle.
     pub collector_debounce: Duration,
+    /// How long the legacy Endpoints controller lets a Service's changes gather before
+    /// it rewrites the Service's Endpoints object (Kubernetes'
+    /// `--endpoint-updates-batch-period`). A big Service's Endpoints object lists every
+    /// address, so rewriting it on every pod change would load the API server and hold
+    /// up the EndpointSlice writes that hollow's DNS, proxy and clients follow.
+    pub endpoints_batch_period: Duration,
 }
 
 impl Default for Options {
@@ -75,6 +81,7 @@ impl Default for Options {
             concurrency: 16,
             resync: Duration::from_secs(300),
             collector_debounce: Duration::from_millis(200),
+            endpoints_batch_period: Duration::from_millis(100),
         }
     }
 }
@@ -554,6 +561,26 @@ impl SliceWrites {
         }
     }
 
+    /// Whether a slice event only echoes one of our writes (the slice as we wrote it, or
+    /// the deletion of the slice we deleted), which the overlay already accounts for.
+    fn is_echo(&self, service: &(String, String), slice: &EndpointSlice) -> bool {
+        let Some((write, _)) = self
+            .by_service
+            .get(service)
+            .and_then(|ours| ours.get(meta::name(&slice.metadata)))
+        else {
+            return false;
+        };
+        match write {
+            SliceWrite::Present(written) => {
+                written.metadata.uid == slice.metadata.uid
+                    && written.metadata.resource_version.is_some()
+                    && written.metadata.resource_version == slice.metadata.resource_version
+            }
+            SliceWrite::Deleted(uid) => *uid == slice.metadata.uid && uid.is_some(),
+        }
+    }
+
     /// `cached`, the cached slices of `service`, with our newer writes laid over them.
     /// Writes the cache has caught up with (or that expired) are dropped.
     fn overlay(
@@ -621,6 +648,8 @@ struct Context {
     assumed_bindings: Mutex<HashMap<String, String>>,
     /// The EndpointSlice controller's writes the slice cache may not show yet.
     slice_writes: Mutex<SliceWrites>,
+    /// When each Service's gathered changes are due for its Endpoints object.
+    endpoints_due: Mutex<HashMap<String, Instant>>,
 }
 
 fn key_of<K: Resource<DynamicType = ()>>(object: &K) -> String {
@@ -793,9 +822,25 @@ async fn reconcile_service_endpoints(
     context: Arc<Context>,
 ) -> Result<Action, Error> {
     let key = endpoints_key(service.as_ref());
+    // The first change starts the batch period; later ones join it.
+    let now = Instant::now();
+    let due = *context
+        .endpoints_due
+        .lock()
+        .expect("endpoints due lock")
+        .entry(key.clone())
+        .or_insert(now + context.options.endpoints_batch_period);
+    if now < due {
+        return Ok(Action::requeue(due - now));
+    }
     if !context.caches_caught_up(&key) {
         return Ok(Action::requeue(EXPECTATION_RECHECK));
     }
+    context
+        .endpoints_due
+        .lock()
+        .expect("endpoints due lock")
+        .remove(&key);
     let started = std::time::Instant::now();
     let namespace = meta::namespace(&service.metadata);
     let name = meta::name(&service.metadata);
@@ -1183,6 +1228,7 @@ pub async fn run(
         failures: Mutex::new(HashMap::new()),
         assumed_bindings: Mutex::new(HashMap::new()),
         slice_writes: Mutex::new(SliceWrites::default()),
+        endpoints_due: Mutex::new(HashMap::new()),
     });
     let config = ControllerConfig::default().concurrency(options.concurrency);
 
@@ -1219,9 +1265,25 @@ pub async fn run(
             targets
         }
     };
+    // A slice change triggers its Service, unless it only echoes the controller's own
+    // write: planning on that again would find nothing to do.
+    let slice_to_service = {
+        let context = context.clone();
+        move |slice: Arc<EndpointSlice>| {
+            let owner =
+                meta::controller_of(&slice.metadata).filter(|owner| owner.kind == "Service")?;
+            let namespace = meta::namespace(&slice.metadata);
+            let echo = context
+                .slice_writes
+                .lock()
+                .expect("slice writes lock")
+                .is_echo(&(namespace.to_string(), owner.name.clone()), &slice);
+            (!echo).then(|| ObjectRef::<Service>::new(&owner.name).within(namespace))
+        }
+    };
     let endpoint_slice_controller =
         Controller::for_shared_stream(services.hub.subscribe(), stores.services.clone())
-            .owns_shared_stream(slices.hub.subscribe())
+            .watches_shared_stream(slices.hub.subscribe(), slice_to_service)
             .watches_shared_stream(pods.hub.subscribe(), pod_to_services(&stores))
             .with_config(config.clone())
             .graceful_shutdown_on(shutdown.clone())
