@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
+use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures::StreamExt;
@@ -10,6 +12,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
+use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -154,6 +157,25 @@ impl Balancer {
         pick_by_key(&endpoints, key)
             .cloned()
             .ok_or_else(|| self.no_endpoints())
+    }
+
+    /// Connects over TCP to the next endpoint in round-robin order, moving on to the
+    /// following ones (up to three in all) when one refuses or does not answer within
+    /// `timeout`.
+    pub async fn connect(&self, timeout: Duration) -> Result<TcpStream, Error> {
+        let attempts = self.shared.endpoints.load().usable().len().clamp(1, 3);
+        let mut last_failure = None;
+        for _ in 0..attempts {
+            let endpoint = self.pick()?;
+            let address = endpoint.address();
+            let source = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(source)) => source,
+                Err(_) => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+            };
+            last_failure = Some(Error::Connect { address, source });
+        }
+        Err(last_failure.unwrap_or_else(|| self.no_endpoints()))
     }
 
     /// Waits for the endpoints to change and returns the new snapshot.

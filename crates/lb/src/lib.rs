@@ -25,7 +25,7 @@
 //! ```
 //!
 //! * [`Balancer`] — one service port, watched: `pick`, `pick_least_loaded`, `pick_by_key`,
-//!   `changed`.
+//!   `connect` (round robin with failover), `changed`.
 //! * [`Endpoints::from_slices`] and the pickers in [`pick`] are plain functions of data, so a
 //!   component with its own watches (the service proxy) reuses them without a `Balancer`.
 
@@ -54,6 +54,14 @@ pub enum Error {
         service: String,
         #[source]
         source: kube::runtime::watcher::Error,
+    },
+    /// Every endpoint tried refused the connection or did not answer in time; this is the
+    /// last one's failure.
+    #[error("connecting to endpoint {address}: {source}")]
+    Connect {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
     },
     /// The watch ended (its runtime is shutting down, or the balancer is fixed).
     #[error("the EndpointSlice watch stopped")]

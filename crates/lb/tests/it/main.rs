@@ -70,6 +70,12 @@ fn slice(endpoints: serde_json::Value, port: u16) -> EndpointSlice {
     .expect("slice")
 }
 
+async fn with_version(slices: &Api<EndpointSlice>, mut slice: EndpointSlice) -> EndpointSlice {
+    let current = slices.get("web-1").await.expect("current slice");
+    slice.metadata.resource_version = current.metadata.resource_version;
+    slice
+}
+
 async fn wait_for_change(balancer: &mut Balancer, until: impl Fn(&hollow_lb::Endpoints) -> bool) {
     tokio::time::timeout(WAIT, async {
         while !until(&balancer.endpoints()) {
@@ -140,6 +146,33 @@ async fn follows_the_endpoint_slices_of_a_service() {
     assert_ne!(least_loaded.address(), other.address());
     let sticky = balancer.pick_by_key("client-a").unwrap().address();
     assert_eq!(balancer.pick_by_key("client-a").unwrap().address(), sticky);
+
+    // connect() skips an endpoint that refuses: 127.0.41.3 listens nowhere.
+    let refusing = slice(
+        json!([
+            {"addresses": ["127.0.41.3"], "conditions": {"ready": true}},
+            {"addresses": ["127.0.41.2"], "conditions": {"ready": true}},
+        ]),
+        port,
+    );
+    slices
+        .replace(
+            "web-1",
+            &PostParams::default(),
+            &with_version(&slices, refusing).await,
+        )
+        .await
+        .expect("replace slice");
+    wait_for_change(&mut balancer, |endpoints| {
+        endpoints.is_usable(SocketAddr::from(([127, 0, 41, 3], port)))
+    })
+    .await;
+    for _ in 0..4 {
+        let mut stream = balancer.connect(WAIT).await.expect("one endpoint answers");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        assert_eq!(answer, second.to_string());
+    }
 
     // The first backend turns not ready: picks move to the second at once.
     let patch = json!({"endpoints": [
