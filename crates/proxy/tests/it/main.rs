@@ -18,7 +18,7 @@ use cluster::{Cluster, WAIT, ask, eventually};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
-use kube::api::DeleteParams;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UdpSocket};
@@ -350,4 +350,47 @@ async fn start_udp_backend(address: SocketAddr, name: &'static str) -> SocketAdd
         }
     });
     address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_service_port_moves_the_listener() {
+    let cluster = Cluster::start(16).await;
+    let backends = cluster.backends(&["a"]).await;
+    let service = cluster
+        .create_service(json!({
+            "metadata": {"name": "web"},
+            "spec": {"ports": [{"name": "http", "port": 8080}]}
+        }))
+        .await;
+    cluster
+        .create_slice(
+            "web",
+            backends[0].port(),
+            json!([endpoint("127.0.16.11", true)]),
+        )
+        .await;
+    let old = SocketAddr::new(cluster_ip(&service), 8080);
+    let new = SocketAddr::new(cluster_ip(&service), 9090);
+    eventually("the first port answers", || async {
+        ask(old, None).await.ok()
+    })
+    .await;
+    let patch = json!({"spec": {"ports": [{"name": "http", "port": 9090}]}});
+    cluster
+        .services()
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch service");
+    let answer = eventually("the new port answers", || async {
+        ask(new, None).await.ok()
+    })
+    .await;
+    assert_eq!(answer, "a");
+    eventually("the old port is closed", || async {
+        match TcpStream::connect(old).await {
+            Err(error) if error.kind() == ErrorKind::ConnectionRefused => Some(()),
+            _ => None,
+        }
+    })
+    .await;
 }
