@@ -29,7 +29,14 @@
 //! finish, even to removed endpoints. TCP and UDP are proxied (UDP as per-client flows with an
 //! idle timeout; a datagram for a service without endpoints is dropped); SCTP is skipped.
 //!
-//! Entry point: [`run`].
+//! Where it departs from kube-proxy, on purpose: changes are applied after a 5 ms quiet
+//! period instead of kube-proxy's 1 s `minSyncPeriod` (a sync here costs a few binds, not an
+//! iptables restore); a failed connect moves on to another endpoint (as the old userspace
+//! proxy did); backends see the proxy's address, not the client's. Ports below 1024 need
+//! root or `CAP_NET_BIND_SERVICE`; an address that cannot be bound is logged once and
+//! retried at each sync and every `resync_period`.
+//!
+//! Entry point: [`run`]. The benchmark: `cargo run --release -p hollow-proxy --example bench`.
 
 mod ingress;
 mod sync;
