@@ -29,7 +29,12 @@ fn processes_with(needle: &str) -> Vec<u32> {
 
 #[test]
 fn a_statefulset_of_real_processes_is_discovered_through_dns() {
-    let hollow = start_hollow();
+    // A service range of its own: its proxy listens on the README's ClusterIP service, and a
+    // parallel test's proxy must not hold the same address.
+    let hollow = hollow_testkit::Hollow::start(
+        env!("CARGO_BIN_EXE_hollow"),
+        &["--service-cidr", "127.100.0.0/16"],
+    );
     let kubectl = hollow.kubectl();
     let files = TempDir::new().unwrap();
     let manifest = write_file(files.path(), "web.yaml", &example("web-statefulset.yaml"));
@@ -77,6 +82,28 @@ fn a_statefulset_of_real_processes_is_discovered_through_dns() {
         .unwrap();
         assert_eq!(status, 200, "GET http://{address}:8080/");
     }
+
+    // The README's next step: the same pods behind a ClusterIP service, through the proxy.
+    let services = write_file(
+        files.path(),
+        "web-services.yaml",
+        &example("web-services.yaml"),
+    );
+    kubectl.ok(["apply", "-f", services.to_str().unwrap()]);
+    let cluster_ip = kubectl.ok(["get", "svc", "web-vip", "-o", "jsonpath={.spec.clusterIP}"]);
+    let virtual_address: std::net::SocketAddr =
+        format!("{}:8080", cluster_ip.trim()).parse().unwrap();
+    wait_for(
+        "the ClusterIP service to answer through the proxy",
+        Duration::from_secs(20),
+        || {
+            matches!(
+                http_request(virtual_address, "GET", "/", None, b""),
+                Ok((200, _))
+            )
+            .then_some(())
+        },
+    );
 
     // Deleting the StatefulSet leaves no process behind.
     assert!(!processes_with("http.server --bind 127.244.").is_empty());

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hollow_testkit::{Hollow, TempDir, http_request, wait_for, write_file};
 
-/// Ranges of their own, so parallel tests' proxies never listen on each other's addresses.
+/// Ports above 1023 so the test needs no root. Ranges of their own, so parallel tests' proxies never listen on each other's addresses.
 const SERVICE_CIDR: &str = "127.98.0.0/16";
 const POD_CIDR: &str = "127.246.0.0/16";
 const LOAD_BALANCER_RANGE: &str = "127.99.0.0/24";
@@ -51,7 +51,7 @@ spec:
   selector:
     app: echo
   ports:
-  - port: 80
+  - port: 8000
     targetPort: http
 ---
 apiVersion: v1
@@ -63,7 +63,7 @@ spec:
   selector:
     app: echo
   ports:
-  - port: 80
+  - port: 8000
     targetPort: 8080
 ---
 apiVersion: v1
@@ -120,7 +120,7 @@ fn cluster_ip_node_port_and_load_balancer_services_reach_ready_pods() {
         .ok(["get", "service", "echo", "-o", "jsonpath={.spec.clusterIP}"])
         .parse()
         .unwrap();
-    let service = SocketAddr::new(cluster_ip, 80);
+    let service = SocketAddr::new(cluster_ip, 8000);
     let seen = wait_for(
         "connections to the ClusterIP to reach both pods",
         Duration::from_secs(20),
