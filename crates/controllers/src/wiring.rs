@@ -71,6 +71,11 @@ pub struct Options {
     /// address, so rewriting it on every pod change would load the API server and hold
     /// up the EndpointSlice writes that hollow's DNS, proxy and clients follow.
     pub endpoints_batch_period: Duration,
+    /// Reconciles in flight for the legacy Endpoints controller. Lower than
+    /// [`Options::concurrency`] so that under a storm of pod changes the API server's
+    /// capacity goes to the EndpointSlices first; a Service whose Endpoints object waits
+    /// gathers its changes into one write meanwhile.
+    pub endpoints_concurrency: u16,
 }
 
 impl Default for Options {
@@ -82,6 +87,7 @@ impl Default for Options {
             resync: Duration::from_secs(300),
             collector_debounce: Duration::from_millis(200),
             endpoints_batch_period: Duration::from_millis(100),
+            endpoints_concurrency: 4,
         }
     }
 }
@@ -1293,7 +1299,9 @@ pub async fn run(
         Controller::for_shared_stream(services.hub.subscribe(), stores.services.clone())
             .owns_shared_stream(endpoints_informer.hub.subscribe())
             .watches_shared_stream(pods.hub.subscribe(), pod_to_services(&stores))
-            .with_config(config.clone())
+            .with_config(
+                ControllerConfig::default().concurrency(options.endpoints_concurrency.max(1)),
+            )
             .graceful_shutdown_on(shutdown.clone())
             .run(
                 reconcile_service_endpoints,
