@@ -379,3 +379,43 @@ fn line(value: &Value) -> Bytes {
     bytes.push(b'\n');
     Bytes::from(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(revision: Revision, value: &'static str) -> Event {
+        Event {
+            kind: EventKind::Updated,
+            key: "/pods/default/p".to_owned(),
+            revision,
+            value: Bytes::from_static(value.as_bytes()),
+            previous: None,
+        }
+    }
+
+    #[test]
+    fn a_frame_is_built_once_per_event_and_type() {
+        let cache = FrameCache::default();
+        let first = event(7, r#"{"a":1}"#);
+        let shared = cache.json_frame(&first, "MODIFIED");
+        assert_eq!(
+            &shared[..],
+            b"{\"type\":\"MODIFIED\",\"object\":{\"a\":1}}\n"
+        );
+        // Another watcher gets the same bytes, not a copy.
+        assert_eq!(
+            cache.json_frame(&first, "MODIFIED").as_ptr(),
+            shared.as_ptr()
+        );
+        // A watcher whose selector turns the event into an ADDED gets its own frame.
+        let added = cache.json_frame(&first, "ADDED");
+        assert_eq!(&added[..], b"{\"type\":\"ADDED\",\"object\":{\"a\":1}}\n");
+        // An event that lands in the same slot replaces the old frame, never reuses it.
+        let later = event(7 + CACHED_FRAMES as Revision, r#"{"b":2}"#);
+        assert_eq!(
+            &cache.json_frame(&later, "ADDED")[..],
+            b"{\"type\":\"ADDED\",\"object\":{\"b\":2}}\n"
+        );
+    }
+}
