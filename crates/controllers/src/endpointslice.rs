@@ -347,6 +347,9 @@ struct Group<'a> {
     /// Pod name → position in `endpoints`.
     index: HashMap<&'a str, usize>,
     placed: Vec<bool>,
+    /// Per position: the pod's endpoint came from the memo, unchanged since the last
+    /// reconcile.
+    unchanged: Vec<bool>,
 }
 
 impl Group<'_> {
@@ -443,6 +446,10 @@ pub struct EndpointCache {
     service: Option<(String, String)>,
     /// Pod uid → (resourceVersion, endpoints).
     pods: HashMap<String, (String, Arc<PodEndpoints>)>,
+    /// Slice name → the resourceVersion at which the last reconcile found the slice
+    /// exactly as desired. While a slice keeps that version, its endpoints of unchanged
+    /// pods need no comparing: only the slices holding changed pods are compared.
+    verified: HashMap<String, String>,
 }
 
 impl EndpointCache {
@@ -466,6 +473,7 @@ impl EndpointCache {
             .zip(service.metadata.resource_version.clone());
         if self.service != version {
             self.pods.clear();
+            self.verified.clear();
             self.service = version;
         }
         self.service.is_some()
@@ -478,7 +486,7 @@ impl EndpointCache {
         pod: &Pod,
         address_types: &[&str],
         publish_not_ready: bool,
-    ) -> Arc<PodEndpoints> {
+    ) -> (Arc<PodEndpoints>, bool) {
         let identity = pod
             .metadata
             .uid
@@ -489,7 +497,7 @@ impl EndpointCache {
             && let Some((cached_version, derived)) = self.pods.get(uid)
             && cached_version == version
         {
-            return derived.clone();
+            return (derived.clone(), true);
         }
         let derived = Arc::new(derive_pod_endpoints(
             service,
@@ -501,7 +509,7 @@ impl EndpointCache {
             self.pods
                 .insert(uid.clone(), (version.clone(), derived.clone()));
         }
-        derived
+        (derived, false)
     }
 
     /// Forgets pods that are no longer selected.
@@ -551,7 +559,7 @@ pub fn reconcile_cached(
     let address_types = address_types(service);
     let selected = selected_pods(service, pods);
     let cache_enabled = cache.prepare(service);
-    let derived: Vec<Arc<PodEndpoints>> = selected
+    let derived: Vec<(Arc<PodEndpoints>, bool)> = selected
         .iter()
         .map(|pod| {
             cache.derive(
@@ -581,6 +589,7 @@ pub fn reconcile_cached(
     let mut to_create: Vec<EndpointSlice> = Vec::new();
     let mut unresolved_ports: BTreeMap<String, usize> = BTreeMap::new();
     let mut desired_total = 0;
+    let mut now_verified: HashMap<String, String> = HashMap::new();
     // Slices of an address type the Service no longer has go away.
     to_delete.extend(
         managed
@@ -592,7 +601,7 @@ pub fn reconcile_cached(
     for (type_position, address_type) in address_types.iter().enumerate() {
         // Desired endpoints, grouped by resolved port set.
         let mut groups: Vec<Group> = Vec::new();
-        for (pod, derived) in selected.iter().zip(&derived) {
+        for (pod, (derived, memoized)) in selected.iter().zip(&derived) {
             let Some(PodEndpoint {
                 ports,
                 endpoint,
@@ -610,8 +619,9 @@ pub fn reconcile_cached(
                     groups.push(Group {
                         ports,
                         endpoints: Vec::new(),
-                        index: HashMap::new(),
-                        placed: Vec::new(),
+                        index: HashMap::with_capacity(selected.len()),
+                        placed: Vec::with_capacity(selected.len()),
+                        unchanged: Vec::with_capacity(selected.len()),
                     });
                     groups.len() - 1
                 }
@@ -622,6 +632,7 @@ pub fn reconcile_cached(
                 .insert(meta::name(&pod.metadata), group.endpoints.len());
             group.endpoints.push(endpoint);
             group.placed.push(false);
+            group.unchanged.push(*memoized);
             desired_total += 1;
         }
 
@@ -642,10 +653,15 @@ pub fn reconcile_cached(
             let group = &mut groups[group_position];
             let mut endpoints = Vec::new();
             let mut changed = false;
+            let verified = cache_enabled
+                && slice.metadata.resource_version.is_some()
+                && cache.verified.get(meta::name(&slice.metadata))
+                    == slice.metadata.resource_version.as_ref();
             for existing in slice_endpoints(slice) {
                 match endpoint_pod(existing, namespace).and_then(|pod| group.take(pod)) {
                     Some(position) => {
-                        changed |= *group.endpoints[position] != *existing;
+                        let known_equal = verified && group.unchanged[position];
+                        changed |= !known_equal && *group.endpoints[position] != *existing;
                         endpoints.push(position);
                     }
                     None => changed = true,
@@ -711,6 +727,14 @@ pub fn reconcile_cached(
                 ));
             }
         }
+        for (_, slice) in working.iter().filter(|(_, slice)| !slice.changed) {
+            if let Some(version) = &slice.slice.metadata.resource_version {
+                now_verified.insert(
+                    meta::name(&slice.slice.metadata).to_string(),
+                    version.clone(),
+                );
+            }
+        }
         for (group_position, slice) in working.into_iter().filter(|(_, slice)| slice.changed) {
             let desired = &groups[group_position].endpoints;
             let mut updated = slice.slice.clone();
@@ -766,6 +790,9 @@ pub fn reconcile_cached(
         }
     }
 
+    if cache_enabled {
+        cache.verified = now_verified;
+    }
     let changes = !(to_create.is_empty() && to_update.is_empty() && to_delete.is_empty());
     plan.create
         .extend(to_create.into_iter().map(Object::EndpointSlice));

@@ -18,8 +18,44 @@ fn slices_of(objects: &[Object]) -> Vec<&EndpointSlice> {
         .collect()
 }
 
-/// Applies a plan the way the API server would: names created slices, bumps versions.
+/// Applies a plan the way the API server would: names created slices, bumps versions
+/// (when the slices already carry one, as [`apply_versioned`] starts them).
 fn apply(plan: &Plan, existing: &[Arc<EndpointSlice>]) -> Vec<Arc<EndpointSlice>> {
+    let versioned = existing
+        .iter()
+        .any(|slice| slice.metadata.resource_version.is_some());
+    apply_with_versions(plan, existing, versioned)
+}
+
+/// [`apply`] that always gives written slices a new resourceVersion.
+fn apply_versioned(plan: &Plan, existing: &[Arc<EndpointSlice>]) -> Vec<Arc<EndpointSlice>> {
+    apply_with_versions(plan, existing, true)
+}
+
+fn apply_with_versions(
+    plan: &Plan,
+    existing: &[Arc<EndpointSlice>],
+    versioned: bool,
+) -> Vec<Arc<EndpointSlice>> {
+    let mut next_version = existing
+        .iter()
+        .filter_map(|slice| {
+            slice
+                .metadata
+                .resource_version
+                .as_deref()?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut bump = |slice: &mut EndpointSlice| {
+        if versioned {
+            slice.metadata.resource_version = Some(next_version.to_string());
+            next_version += 1;
+        }
+    };
     let mut slices: Vec<EndpointSlice> = existing.iter().map(|slice| (**slice).clone()).collect();
     slices.retain(|slice| {
         !plan
@@ -33,6 +69,7 @@ fn apply(plan: &Plan, existing: &[Arc<EndpointSlice>]) -> Vec<Arc<EndpointSlice>
             .position(|slice| slice.metadata.name == updated.metadata.name)
             .expect("updated slice exists");
         slices[position] = updated.clone();
+        bump(&mut slices[position]);
     }
     for (index, created) in slices_of(&plan.create).into_iter().enumerate() {
         let mut created = created.clone();
@@ -44,6 +81,7 @@ fn apply(plan: &Plan, existing: &[Arc<EndpointSlice>]) -> Vec<Arc<EndpointSlice>
         );
         created.metadata.uid = Some(format!("uid-{name}"));
         created.metadata.name = Some(name);
+        bump(&mut created);
         slices.push(created);
     }
     arcs(slices)
@@ -601,7 +639,7 @@ fn a_warm_cache_plans_exactly_what_a_cold_reconcile_plans() {
         let warm = reconcile_cached(&Settings::default(), &service, &pods, &existing, &mut cache);
         assert_eq!(warm, cold, "step {step}");
         assert_eq!(cache.len(), pods.len(), "step {step}: one entry per pod");
-        existing = apply(&warm, &existing);
+        existing = apply_versioned(&warm, &existing);
     }
 }
 
@@ -613,9 +651,14 @@ fn one_pod_flipping_with_a_warm_cache_rewrites_only_its_slice() {
         .map(|pod| Arc::new(versioned((**pod).clone(), 1)))
         .collect();
     let mut cache = EndpointCache::default();
-    let existing = apply(
+    let existing = apply_versioned(
         &reconcile_cached(&Settings::default(), &service, &pods, &[], &mut cache),
         &[],
+    );
+    // A second pass finds every slice as desired and remembers so.
+    assert_eq!(
+        reconcile_cached(&Settings::default(), &service, &pods, &existing, &mut cache),
+        Plan::default()
     );
     let mut changed = pods.clone();
     changed[130] = Arc::new(versioned(pod("web-130", "web", "10.0.0.131", false), 2));
@@ -673,4 +716,38 @@ fn a_changed_service_or_unversioned_objects_are_not_served_from_the_cache() {
         &mut cache,
     );
     assert!(cache.is_empty());
+}
+
+#[test]
+fn a_slice_changed_behind_the_controllers_back_is_compared_again() {
+    let service = service("web", "web");
+    let pods: Vec<Arc<Pod>> = many_pods(250)
+        .iter()
+        .map(|pod| Arc::new(versioned((**pod).clone(), 1)))
+        .collect();
+    let mut cache = EndpointCache::default();
+    let existing = apply_versioned(
+        &reconcile_cached(&Settings::default(), &service, &pods, &[], &mut cache),
+        &[],
+    );
+    assert_eq!(
+        reconcile_cached(&Settings::default(), &service, &pods, &existing, &mut cache),
+        Plan::default()
+    );
+    // Someone flips an endpoint's condition in the second slice (a new resourceVersion);
+    // the pods did not change, yet the slice is put right.
+    let mut tampered = existing.clone();
+    let mut slice = (*tampered[1]).clone();
+    slice.endpoints.as_mut().unwrap()[3].conditions = Some(conditions(false, false, false));
+    slice.metadata.resource_version = Some("99".into());
+    tampered[1] = Arc::new(slice);
+    let plan = reconcile_cached(&Settings::default(), &service, &pods, &tampered, &mut cache);
+    assert_eq!(plan, reconcile(&service, &pods, &tampered));
+    let updated = slices_of(&plan.update);
+    assert_eq!(updated.len(), 1);
+    assert_eq!(updated[0].metadata.name, existing[1].metadata.name);
+    assert_eq!(
+        updated[0].endpoints.as_ref().unwrap()[3].conditions,
+        Some(conditions(true, true, false))
+    );
 }
