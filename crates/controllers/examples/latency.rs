@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p hollow-controllers --example latency -- \
-//!     [--pods 1000] [--services 1] [--phases 5:20,1000:5] [--nodelay]
+//!     [--pods 1000] [--services 1] [--phases 5:20,1000:5] [--concurrency 16] [--nodelay]
 //! ```
 //!
 //! Starts hollow's API server in this process (in-memory store, loopback), runs the
@@ -18,6 +18,9 @@
 //! p50/p90/p99/max and sample count, the status write's own round trip, and where the
 //! controller spent its time per Service reconcile (from the controllers'
 //! `hollow_controllers::timing` debug events).
+//!
+//! `--concurrency` sets the controllers' reconciles in flight per controller
+//! ([`hollow_controllers::Options::concurrency`]).
 //!
 //! With `--nodelay` the example serves the API server's router itself with `TCP_NODELAY`
 //! on accepted connections, to show what Nagle's algorithm on the watch streams costs.
@@ -165,12 +168,13 @@ struct Arguments {
     pods: usize,
     services: usize,
     phases: Vec<(u64, u64)>,
+    concurrency: u16,
     nodelay: bool,
 }
 
 fn usage(problem: &str) -> ! {
     eprintln!(
-        "{problem}\nusage: latency [--pods N] [--services N] [--phases RATE:SECONDS,...] [--nodelay]"
+        "{problem}\nusage: latency [--pods N] [--services N] [--phases RATE:SECONDS,...] [--concurrency N] [--nodelay]"
     );
     std::process::exit(2)
 }
@@ -180,6 +184,7 @@ fn parse_arguments() -> Arguments {
         pods: 1000,
         services: 1,
         phases: vec![(5, 20), (1000, 5)],
+        concurrency: hollow_controllers::Options::default().concurrency,
         nodelay: false,
     };
     let mut given = std::env::args().skip(1);
@@ -208,6 +213,9 @@ fn parse_arguments() -> Arguments {
                         )
                     })
                     .collect()
+            }
+            "--concurrency" => {
+                arguments.concurrency = value().parse().unwrap_or_else(|_| usage("--concurrency"))
             }
             "--nodelay" => arguments.nodelay = true,
             other => usage(&format!("unknown argument {other}")),
@@ -253,7 +261,10 @@ async fn main() {
     .expect("client");
     tokio::spawn(hollow_controllers::run(
         client.clone(),
-        hollow_controllers::Options::default(),
+        hollow_controllers::Options {
+            concurrency: arguments.concurrency,
+            ..hollow_controllers::Options::default()
+        },
         std::future::pending(),
     ));
 
