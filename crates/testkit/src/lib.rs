@@ -6,6 +6,9 @@
 //! runs the `kubectl` on the machine (or one of the versioned binaries beside it) with a
 //! private kubeconfig and discovery cache.
 //!
+//! With the `api-server` feature, [`LocalApiServer`] runs hollow's API server in the test's own
+//! process on the memory store, for component tests that need a live API but not the binary.
+//!
 //! Tools the tests need are required: a missing `kubectl` or `dig` fails the test with a
 //! message that says how to install it, it never skips.
 
@@ -17,6 +20,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
+
+#[cfg(feature = "api-server")]
+mod local_api;
+#[cfg(feature = "api-server")]
+pub use local_api::LocalApiServer;
 
 /// How long start-up and waits may take before a test fails.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hollow_lb::{Balancer, Error};
+use hollow_testkit::LocalApiServer;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -13,40 +14,8 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-struct ApiServer {
-    client: Client,
-    stop: watch::Sender<bool>,
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-async fn start_api_server() -> ApiServer {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let address = listener.local_addr().expect("local address");
-    let store = hollow_store::Store::in_memory(hollow_store::StoreOptions::default());
-    let server = hollow_apiserver::ApiServer::new(store, address)
-        .await
-        .expect("API server");
-    let (stop, mut stopped) = watch::channel(false);
-    tokio::spawn(server.serve(listener, async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    }));
-    let config = kube::Config::new(format!("http://{address}").parse().expect("URL"));
-    ApiServer {
-        client: Client::try_from(config).expect("client"),
-        stop,
-    }
-}
 
 /// A server that writes its own address to each connection and closes it.
 async fn start_backend(address: &str) -> SocketAddr {
@@ -88,7 +57,7 @@ async fn wait_for_change(balancer: &mut Balancer, until: impl Fn(&hollow_lb::End
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_the_endpoint_slices_of_a_service() {
-    let api = start_api_server().await;
+    let api = LocalApiServer::start().await;
     let services: Api<Service> = Api::namespaced(api.client.clone(), "default");
     let slices: Api<EndpointSlice> = Api::namespaced(api.client.clone(), "default");
     let service: Service = serde_json::from_value(json!({

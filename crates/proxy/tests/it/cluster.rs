@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hollow_proxy::ProxyConfig;
+use hollow_testkit::LocalApiServer;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -20,17 +21,15 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct Cluster {
     lane: u8,
-    client: Client,
+    api: LocalApiServer,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    proxy: JoinHandle<()>,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.proxy.abort();
     }
 }
 
@@ -38,45 +37,25 @@ impl Cluster {
     /// An API server allocating cluster IPs from 127.96.<lane>.0/24 and a proxy handing out
     /// load-balancer addresses from 127.97.<lane>.0/24, with node ports on 127.0.<lane>.1.
     pub async fn start(lane: u8) -> Cluster {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let address = listener.local_addr().expect("local address");
-        let store = hollow_store::Store::in_memory(hollow_store::StoreOptions::default());
-        let mut config = hollow_apiserver::ApiServerConfig::new(address);
-        config.service_cidr = format!("127.96.{lane}.0/24")
-            .parse()
-            .expect("service range");
-        let server = hollow_apiserver::ApiServer::with_config(store, config)
-            .await
-            .expect("API server");
-        let (stop, stopped) = watch::channel(false);
-        let shutdown = |mut stopped: watch::Receiver<bool>| async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
-        let api_task = tokio::spawn({
-            let shutdown = shutdown(stopped.clone());
-            async move {
-                server
-                    .serve(listener, shutdown)
-                    .await
-                    .expect("API server runs");
-            }
-        });
-        let client = Client::try_from(kube::Config::new(
-            format!("http://{address}").parse().expect("URL"),
-        ))
-        .expect("client");
+        let api = LocalApiServer::start_with(|config| {
+            config.service_cidr = format!("127.96.{lane}.0/24")
+                .parse()
+                .expect("service range");
+        })
+        .await;
+        let (stop, mut stopped) = watch::channel(false);
         let proxy_config = ProxyConfig {
             node_address: IpAddr::from([127, 0, lane, 1]),
             load_balancer_range: Some(format!("127.97.{lane}.0/24").parse().expect("range")),
             connect_timeout: Duration::from_millis(500),
             ..ProxyConfig::default()
         };
-        let proxy_task = tokio::spawn({
-            let client = client.clone();
-            let shutdown = shutdown(stopped);
+        let proxy = tokio::spawn({
+            let client = api.client();
             async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
                 hollow_proxy::run(client, proxy_config, shutdown)
                     .await
                     .expect("proxy runs");
@@ -84,14 +63,14 @@ impl Cluster {
         });
         Cluster {
             lane,
-            client,
+            api,
             stop,
-            tasks: vec![api_task, proxy_task],
+            proxy,
         }
     }
 
     pub fn client(&self) -> Client {
-        self.client.clone()
+        self.api.client()
     }
 
     pub fn node_address(&self) -> IpAddr {
@@ -99,11 +78,11 @@ impl Cluster {
     }
 
     pub fn services(&self) -> Api<Service> {
-        Api::namespaced(self.client.clone(), "default")
+        Api::namespaced(self.api.client(), "default")
     }
 
     fn slices(&self) -> Api<EndpointSlice> {
-        Api::namespaced(self.client.clone(), "default")
+        Api::namespaced(self.api.client(), "default")
     }
 
     /// Echo servers on 127.0.<lane>.11, .12, … sharing one port, as pods of one
