@@ -266,6 +266,11 @@ impl Metrics {
                 stats.records as f64,
             ),
             (
+                "hollow_dns_snapshot_index_bytes",
+                "Heap bytes of the served snapshot's packed index.",
+                stats.index_bytes as f64,
+            ),
+            (
                 "hollow_dns_synced",
                 "1 once the first full sync with the API is served.",
                 if snapshot.is_synced() { 1.0 } else { 0.0 },

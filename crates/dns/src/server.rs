@@ -10,8 +10,8 @@
 //! Names outside the zone are forwarded to upstream resolvers when some are configured
 //! (REFUSED otherwise) through [`Forwarder`], a tokio task per query with a small
 //! answer cache keyed by lower-cased name, type and class. The cache serves entries until the
-//! smallest TTL in the answer (capped) runs out; TTLs are passed on as received, not counted
-//! down, which overstates them by at most that cap.
+//! smallest TTL in the answer (capped) runs out, and counts the TTLs down: an answer from the
+//! cache carries what is left of each record's TTL, as a resolver's would.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -568,6 +568,7 @@ fn framed(message: &[u8]) -> Vec<u8> {
 type CacheKey = (Vec<u8>, u16, u16);
 
 struct CachedAnswer {
+    stored: tokio::time::Instant,
     expires: tokio::time::Instant,
     message: Vec<u8>,
 }
@@ -637,10 +638,18 @@ impl Forwarder {
     }
 
     fn cached(&self, key: &CacheKey, limit: usize) -> Option<Vec<u8>> {
-        let cache = self.cache.lock().ok()?;
-        let entry = cache.get(key)?;
-        (entry.expires > tokio::time::Instant::now() && entry.message.len() <= limit)
-            .then(|| entry.message.clone())
+        let now = tokio::time::Instant::now();
+        let (mut message, stored) = {
+            let cache = self.cache.lock().ok()?;
+            let entry = cache.get(key)?;
+            if entry.expires <= now || entry.message.len() > limit {
+                return None;
+            }
+            (entry.message.clone(), entry.stored)
+        };
+        let age = now.duration_since(stored).as_secs().min(u32::MAX as u64) as u32;
+        count_down_ttls(&mut message, age);
+        Some(message)
     }
 
     fn store(&self, key: CacheKey, message: &[u8]) {
@@ -668,10 +677,12 @@ impl Forwarder {
                 cache.clear();
             }
         }
+        let now = tokio::time::Instant::now();
         cache.insert(
             key,
             CachedAnswer {
-                expires: tokio::time::Instant::now() + Duration::from_secs(ttl as u64),
+                stored: now,
+                expires: now + Duration::from_secs(ttl as u64),
                 message: message.to_vec(),
             },
         );
@@ -826,6 +837,29 @@ fn walk_records(message: &[u8]) -> Option<Vec<RecordSpan>> {
     Some(records)
 }
 
+/// Lowers every record's TTL (not the OPT pseudo-record's flags) by `age` seconds.
+fn count_down_ttls(message: &mut [u8], age: u32) {
+    if age == 0 {
+        return;
+    }
+    let Some(records) = walk_records(message) else {
+        return;
+    };
+    for record in records {
+        if record.rtype == record_type::OPT {
+            continue;
+        }
+        let at = record.ttl_at;
+        let ttl = u32::from_be_bytes([
+            message[at],
+            message[at + 1],
+            message[at + 2],
+            message[at + 3],
+        ]);
+        message[at..at + 4].copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
+    }
+}
+
 /// Smallest TTL among answer and authority records (for NXDOMAIN, the SOA's).
 fn minimum_ttl(message: &[u8]) -> Option<u32> {
     walk_records(message)?
@@ -876,4 +910,45 @@ fn answer_records(message: &[u8], qtype: u16) -> Option<Vec<Vec<u8>>> {
         out.push(record);
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer_with_ttl(ttl: u32) -> Vec<u8> {
+        let mut message = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        message.extend_from_slice(b"\x07example\x03com\x00");
+        message.extend_from_slice(&[0, 1, 0, 1]);
+        message.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1]);
+        message.extend_from_slice(&ttl.to_be_bytes());
+        message.extend_from_slice(&[0, 4, 192, 0, 2, 1]);
+        message
+    }
+
+    fn ttl_of_first_answer(message: &[u8]) -> u32 {
+        let record = &walk_records(message).unwrap()[0];
+        u32::from_be_bytes(
+            message[record.ttl_at..record.ttl_at + 4]
+                .try_into()
+                .unwrap(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cached_answers_count_their_ttl_down() {
+        let forwarder = Forwarder::new(Vec::new(), Duration::from_secs(1), 16);
+        let key: CacheKey = (b"\x07example\x03com\x00".to_vec(), 1, 1);
+        forwarder.store(key.clone(), &answer_with_ttl(30));
+        let fresh = forwarder.cached(&key, 512).unwrap();
+        assert_eq!(ttl_of_first_answer(&fresh), 30);
+        tokio::time::advance(Duration::from_millis(10_500)).await;
+        let aged = forwarder.cached(&key, 512).unwrap();
+        assert_eq!(ttl_of_first_answer(&aged), 20);
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert!(
+            forwarder.cached(&key, 512).is_none(),
+            "expired with its TTL"
+        );
+    }
 }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One-command write→answer latency benchmark of hollow-dns (issue #5's "EndpointSlice write
+# acknowledged by the API → changed answer on the wire, p99 <= 10 ms").
+#
+# usage: crates/dns/bench/update_latency.sh
+#
+# Generates the bench kit's cluster (once, into $DATA), builds the `update_latency` example in
+# release mode and runs it: in-process API server loaded with the cluster, the DNS server as a
+# child process watching it, CHANGES measured ready-flips idle and again under LOAD_RATE
+# slice writes/s. See crates/dns/examples/update_latency.rs for what is measured.
+#
+# Tunables (environment): BUILD (0 = use the built binary) DATA KIT CHANGES LOAD_RATE
+set -u -o pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../../.." && pwd)
+KIT=${KIT:-$ROOT/../shared/bench}
+DATA=${DATA:-/tmp/hollow-dns-bench-data}
+export CHANGES=${CHANGES:-300}
+export LOAD_RATE=${LOAD_RATE:-100}
+
+log() { echo "[hollow-dns update bench] $*" >&2; }
+die() { log "$*"; exit 1; }
+
+if [ ! -f "$DATA/k8s/cluster.yaml" ]; then
+  [ -f "$KIT/gen_cluster.py" ] || die "the benchmark kit is not at $KIT: set KIT to the shared/bench folder"
+  log "generating the benchmark cluster into $DATA"
+  python3 "$KIT/gen_cluster.py" --out "$DATA" >/dev/null || die "gen_cluster.py failed"
+fi
+if [ "${BUILD:-1}" != 0 ]; then
+  (cd "$ROOT" && cargo build --release -p hollow-dns --example update_latency) || die "build failed"
+fi
+log "machine load before the run: $(uptime)"
+exec timeout 1200 "$ROOT/target/release/examples/update_latency" "$DATA/k8s/cluster.yaml"
