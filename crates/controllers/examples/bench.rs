@@ -139,6 +139,7 @@ fn main() {
                         slice.metadata.generate_name.clone().unwrap_or_default()
                     ));
                     slice.metadata.uid = slice.metadata.name.clone();
+                    slice.metadata.resource_version = Some("1".to_string());
                     Some(Arc::new(slice))
                 }
                 _ => None,

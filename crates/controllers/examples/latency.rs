@@ -259,13 +259,16 @@ async fn main() {
         format!("http://{address}").parse().expect("URL"),
     ))
     .expect("client");
-    tokio::spawn(hollow_controllers::run(
+    let (stop_controllers, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controllers = tokio::spawn(hollow_controllers::run(
         client.clone(),
         hollow_controllers::Options {
             concurrency: arguments.concurrency,
             ..hollow_controllers::Options::default()
         },
-        std::future::pending(),
+        async move {
+            let _ = stopped.await;
+        },
     ));
 
     let nodes: Api<Node> = Api::all(client.clone());
@@ -451,4 +454,7 @@ async fn main() {
         println!("  controller timings (µs):");
         timings.report();
     }
+    // Stop the controllers before the runtime goes, so no reconcile is cut off mid-way.
+    let _ = stop_controllers.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), controllers).await;
 }
