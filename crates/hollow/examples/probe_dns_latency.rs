@@ -14,6 +14,11 @@
 //! difference is the delay "beyond the probe period": probe result → agent → status write →
 //! API server → EndpointSlice controller → DNS server.
 //!
+//! To tell those stages apart it also runs two `kubectl get --watch-only` processes, on the
+//! pods and on the service's EndpointSlice, and notes when each shows a flip. Those instants
+//! include kubectl's own decoding and printing, so the split is approximate. The DNS poller
+//! queries once a millisecond, so it does not take a core from the server it measures.
+//!
 //! Usage: `probe_dns_latency <dns ip:port> <name> <pods json> <pods dir> [flips] [concurrent]`
 //! where `<pods json>` is `kubectl get pods -o json` of the service's pods and `<pods dir>`
 //! is the agent's `<data dir>/pods`.
@@ -42,6 +47,10 @@ struct BenchPod {
 struct Pending {
     ready: bool,
     flipped_at: f64,
+    /// When a watch showed the pod's Ready condition flip.
+    pod_seen_at: Option<f64>,
+    /// When a watch showed the endpoint's readiness flip in the EndpointSlice.
+    slice_seen_at: Option<f64>,
 }
 
 /// A flip that DNS reflected at `answered_at`.
@@ -50,6 +59,8 @@ struct Answered {
     ready: bool,
     flipped_at: f64,
     answered_at: f64,
+    pod_seen_at: Option<f64>,
+    slice_seen_at: Option<f64>,
 }
 
 fn wall_clock() -> f64 {
@@ -103,6 +114,31 @@ fn main() -> Result<()> {
     let pending: Arc<Mutex<HashMap<usize, Pending>>> = Arc::default();
     let answered: Arc<Mutex<Vec<Answered>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
+    let mut watches = vec![
+        watch(
+            &["get", "pods", "-l", "app=bench"],
+            pods.iter().map(|pod| pod.address).collect(),
+            pending.clone(),
+            pod_readiness,
+            |flip, at| {
+                flip.pod_seen_at.get_or_insert(at);
+            },
+        )?,
+        watch(
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=bench",
+            ],
+            pods.iter().map(|pod| pod.address).collect(),
+            pending.clone(),
+            slice_readiness,
+            |flip, at| {
+                flip.slice_seen_at.get_or_insert(at);
+            },
+        )?,
+    ];
     let poller = {
         let pending = pending.clone();
         let answered = answered.clone();
@@ -130,8 +166,12 @@ fn main() -> Result<()> {
                         ready: flip.ready,
                         flipped_at: flip.flipped_at,
                         answered_at,
+                        pod_seen_at: flip.pod_seen_at,
+                        slice_seen_at: flip.slice_seen_at,
                     });
                 }
+                drop(pending);
+                std::thread::sleep(Duration::from_millis(1));
             }
             Ok(queries)
         })
@@ -186,6 +226,8 @@ fn main() -> Result<()> {
                         Pending {
                             ready: ready[pod],
                             flipped_at,
+                            pod_seen_at: None,
+                            slice_seen_at: None,
                         },
                     );
                     done += 1;
@@ -204,6 +246,10 @@ fn main() -> Result<()> {
     lost += pending.lock().expect("pending flips").len();
     stop.store(true, Ordering::Relaxed);
     let queries = poller.join().expect("the DNS poller")?;
+    for child in &mut watches {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let answered = std::mem::take(&mut *answered.lock().expect("answered flips"));
 
     // Pair each answered flip with the probe's observation of it.
@@ -214,6 +260,9 @@ fn main() -> Result<()> {
     let mut beyond_probe = Vec::new();
     let mut probe_wait = Vec::new();
     let mut total = Vec::new();
+    let mut to_pod = Vec::new();
+    let mut pod_to_slice = Vec::new();
+    let mut slice_to_dns = Vec::new();
     let mut unmatched = 0usize;
     for flip in &answered {
         let observed = observations[flip.pod]
@@ -224,6 +273,11 @@ fn main() -> Result<()> {
                 beyond_probe.push(flip.answered_at - observed_at);
                 probe_wait.push(observed_at - flip.flipped_at);
                 total.push(flip.answered_at - flip.flipped_at);
+                if let (Some(pod_seen), Some(slice_seen)) = (flip.pod_seen_at, flip.slice_seen_at) {
+                    to_pod.push(pod_seen - observed_at);
+                    pod_to_slice.push(slice_seen - pod_seen);
+                    slice_to_dns.push(flip.answered_at - slice_seen);
+                }
             }
             _ => {
                 eprintln!(
@@ -250,6 +304,19 @@ fn main() -> Result<()> {
         &mut probe_wait,
     );
     report("file flipped -> DNS answer", &mut total);
+    println!("stages, as seen by kubectl watches (approximate: they include kubectl's own lag):");
+    report(
+        "  probe observation -> pod Ready flip (agent, status write, API server)",
+        &mut to_pod,
+    );
+    report(
+        "  pod Ready flip -> EndpointSlice flip (EndpointSlice controller)",
+        &mut pod_to_slice,
+    );
+    report(
+        "  EndpointSlice flip -> DNS answer (DNS server)",
+        &mut slice_to_dns,
+    );
     if beyond_probe.is_empty() {
         bail!("no flip was measured");
     }
@@ -274,6 +341,87 @@ fn report(title: &str, samples: &mut [f64]) {
         at(0.99),
         samples[samples.len() - 1] * 1000.0
     );
+}
+
+/// What one watched object says about readiness: the addresses it speaks for (`None`: all),
+/// and those of them that are ready.
+struct Readiness {
+    mentioned: Option<HashSet<Ipv4Addr>>,
+    ready: HashSet<Ipv4Addr>,
+}
+
+/// A pod speaks for its own address.
+fn pod_readiness(pod: &serde_json::Value) -> Readiness {
+    let address = pod["status"]["podIP"]
+        .as_str()
+        .and_then(|ip| ip.parse().ok());
+    let ready = pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|condition| condition["type"] == "Ready" && condition["status"] == "True");
+    Readiness {
+        mentioned: Some(address.into_iter().collect()),
+        ready: address.filter(|_| ready).into_iter().collect(),
+    }
+}
+
+/// The benchmark's one EndpointSlice speaks for every address: one it lacks is not ready.
+fn slice_readiness(slice: &serde_json::Value) -> Readiness {
+    let mut ready = HashSet::new();
+    for endpoint in slice["endpoints"].as_array().into_iter().flatten() {
+        let is_ready = endpoint["conditions"]["ready"] != false;
+        for address in endpoint["addresses"].as_array().into_iter().flatten() {
+            if let Some(address) = address.as_str().and_then(|text| text.parse().ok())
+                && is_ready
+            {
+                ready.insert(address);
+            }
+        }
+    }
+    Readiness {
+        mentioned: None,
+        ready,
+    }
+}
+
+/// Runs `kubectl <arguments> --watch-only -o json` and, for each pending flip that an object
+/// shows in its new state, calls `seen` with the instant the object arrived.
+fn watch(
+    arguments: &[&str],
+    addresses: Vec<Ipv4Addr>,
+    pending: Arc<Mutex<HashMap<usize, Pending>>>,
+    readiness: fn(&serde_json::Value) -> Readiness,
+    seen: fn(&mut Pending, f64),
+) -> Result<std::process::Child> {
+    let mut child = std::process::Command::new("kubectl")
+        .args(arguments)
+        .args(["--watch-only", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("running kubectl")?;
+    let output = child.stdout.take().context("kubectl's output")?;
+    std::thread::spawn(move || {
+        let objects = serde_json::Deserializer::from_reader(std::io::BufReader::new(output))
+            .into_iter::<serde_json::Value>();
+        for object in objects {
+            let at = wall_clock();
+            let Ok(object) = object else { return };
+            let Readiness { mentioned, ready } = readiness(&object);
+            let mut pending = pending.lock().expect("pending flips");
+            for (pod, flip) in pending.iter_mut() {
+                let address = addresses[*pod];
+                let about_it = mentioned
+                    .as_ref()
+                    .is_none_or(|mentioned| mentioned.contains(&address));
+                if about_it && ready.contains(&address) == flip.ready {
+                    seen(flip, at);
+                }
+            }
+        }
+    });
+    Ok(child)
 }
 
 /// The service's pods with their addresses and working directories.
