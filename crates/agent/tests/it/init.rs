@@ -69,7 +69,7 @@ async fn kubectl_status(client: &kube::Client, name: &str) -> String {
 #[tokio::test]
 async fn init_containers_run_in_order_before_the_app_containers() {
     let _cleanup = KillOnDrop(&["sleep 3630", "go-first", "go-second"]);
-    let server = Server::start().await;
+    let server = LocalApiServer::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();
     let agent = Agent::start(client.clone(), test_config("n1", data.path()));
@@ -158,7 +158,7 @@ async fn init_containers_run_in_order_before_the_app_containers() {
 #[tokio::test]
 async fn a_failed_init_container_fails_a_pod_that_never_restarts() {
     let _cleanup = KillOnDrop(&["sleep 3631"]);
-    let server = Server::start().await;
+    let server = LocalApiServer::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();
     let agent = Agent::start(client.clone(), test_config("n1", data.path()));
@@ -204,7 +204,7 @@ async fn a_failed_init_container_fails_a_pod_that_never_restarts() {
 #[tokio::test]
 async fn a_failed_init_container_is_retried_with_back_off() {
     let _cleanup = KillOnDrop(&["sleep 3632"]);
-    let server = Server::start().await;
+    let server = LocalApiServer::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();
     let agent = Agent::start(client.clone(), test_config("n1", data.path()));
@@ -277,7 +277,7 @@ async fn a_failed_init_container_is_retried_with_back_off() {
 
 #[tokio::test]
 async fn simulated_init_containers_complete_at_once() {
-    let server = Server::start().await;
+    let server = LocalApiServer::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();
     let mut config = test_config("sim", data.path());

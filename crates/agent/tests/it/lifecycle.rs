@@ -17,7 +17,7 @@ fn sleeper(name: &str, seconds: &str) -> Container {
 #[tokio::test]
 async fn a_restarted_agent_adopts_its_processes_and_kills_orphans() {
     let _cleanup = KillOnDrop(&["sleep 3604", "sleep 3605", "sleep 3607"]);
-    let server = Server::start().await;
+    let server = LocalApiServer::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();
     let mut config = test_config("n1", data.path());
@@ -79,7 +79,7 @@ async fn a_restarted_agent_adopts_its_processes_and_kills_orphans() {
 #[tokio::test]
 async fn a_failing_liveness_probe_restarts_the_container() {
     let _cleanup = KillOnDrop(&["sleep 3606"]);
-    let server = Server::start().await;
+    let server = LocalApiServer::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();
     let agent = Agent::start(client.clone(), test_config("n1", data.path()));
@@ -114,7 +114,7 @@ async fn a_failing_liveness_probe_restarts_the_container() {
 
 #[tokio::test]
 async fn restart_policies_decide_the_phase() {
-    let server = Server::start().await;
+    let server = LocalApiServer::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();
     let agent = Agent::start(client.clone(), test_config("n1", data.path()));

@@ -16,60 +16,21 @@ mod probes;
 mod simulate;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use hollow_agent::AgentConfig;
-use hollow_apiserver::ApiServer;
-use hollow_store::{Store, StoreOptions};
 use hollow_testkit::TempDir;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 /// How long a test waits for a condition before it fails.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// A running API server; stops when dropped.
-pub struct Server {
-    pub address: SocketAddr,
-    _stop: oneshot::Sender<()>,
-    _directory: TempDir,
-}
-
-impl Server {
-    pub async fn start() -> Server {
-        let directory = TempDir::new().unwrap();
-        let store = Store::open_redb(
-            &directory.path().join("store.redb"),
-            StoreOptions::default(),
-        )
-        .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let server = ApiServer::new(store, address).await.unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(server.serve(listener, async {
-            let _ = stopped.await;
-        }));
-        Server {
-            address,
-            _stop: stop,
-            _directory: directory,
-        }
-    }
-
-    pub fn client(&self) -> kube::Client {
-        let url: http::Uri = format!("http://{}", self.address).parse().unwrap();
-        let mut config = kube::Config::new(url);
-        config.default_namespace = "default".into();
-        kube::Client::try_from(config).unwrap()
-    }
-}
+pub use hollow_testkit::LocalApiServer;
 
 /// A running agent; [`Agent::stop`] ends it and waits.
 pub struct Agent {

@@ -4,7 +4,8 @@ use hollow_agent::AgentConfig;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 
-use crate::{Agent, Server};
+use crate::Agent;
+use hollow_testkit::LocalApiServer;
 
 async fn wait_for_node(client: &kube::Client, name: &str) -> Node {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -29,7 +30,7 @@ async fn wait_for_node(client: &kube::Client, name: &str) -> Node {
 
 #[tokio::test]
 async fn nodes_register_ready_with_their_own_ranges() {
-    let server = Server::start().await;
+    let server = LocalApiServer::start().await;
     let client = server.client();
     let data = hollow_testkit::TempDir::new().unwrap();
     // Simulated agents: registration does not depend on the mode.

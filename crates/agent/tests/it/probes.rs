@@ -35,7 +35,7 @@ fn http_server_container() -> Container {
 #[tokio::test]
 async fn an_http_server_becomes_ready_restarts_when_killed_and_leaves_nothing_behind() {
     let _cleanup = KillOnDrop(&["http.server --bind 127."]);
-    let server = Server::start().await;
+    let server = LocalApiServer::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();
     let agent = Agent::start(client.clone(), test_config("n1", data.path()));
@@ -124,7 +124,7 @@ async fn an_http_server_becomes_ready_restarts_when_killed_and_leaves_nothing_be
 #[tokio::test]
 async fn an_exec_readiness_probe_follows_a_file() {
     let _cleanup = KillOnDrop(&["sleep 3601"]);
-    let server = Server::start().await;
+    let server = LocalApiServer::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();
     let agent = Agent::start(client.clone(), test_config("n1", data.path()));
@@ -176,7 +176,7 @@ async fn an_exec_readiness_probe_follows_a_file() {
 #[tokio::test]
 async fn bad_input_ends_in_kubelet_like_status() {
     let _cleanup = KillOnDrop(&["sleep 3602", "sleep 3603"]);
-    let server = Server::start().await;
+    let server = LocalApiServer::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();
     let agent = Agent::start(client.clone(), test_config("n1", data.path()));

@@ -15,7 +15,7 @@ const PODS: usize = 1000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_simulated_pods_become_ready() {
-    let server = Server::start().await;
+    let server = LocalApiServer::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();
     let mut config = hollow_agent::AgentConfig::new("sim", data.path());
@@ -98,7 +98,7 @@ async fn a_thousand_simulated_pods_become_ready() {
 async fn a_hundred_process_pods_start_and_stop() {
     const COUNT: usize = 100;
     let _cleanup = KillOnDrop(&["sleep 3608"]);
-    let server = Server::start().await;
+    let server = LocalApiServer::start().await;
     let client = server.client();
     let data = TempDir::new().unwrap();
     let container = Container {
