@@ -53,6 +53,19 @@ impl LocalApiServer {
     pub fn client(&self) -> kube::Client {
         self.client.clone()
     }
+
+    /// Writes a kubeconfig for this server into `directory`, for kubectl.
+    pub fn write_kubeconfig(&self, directory: &std::path::Path) -> std::path::PathBuf {
+        let path = directory.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: hollow\n  cluster:\n    server: http://{}\n\
+             contexts:\n- name: hollow\n  context:\n    cluster: hollow\n    user: hollow\n\
+             current-context: hollow\nusers:\n- name: hollow\n  user: {{}}\n",
+            self.address
+        );
+        std::fs::write(&path, text).expect("writing the kubeconfig");
+        path
+    }
 }
 
 impl Drop for LocalApiServer {

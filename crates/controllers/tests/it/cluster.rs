@@ -1,11 +1,10 @@
 //! An in-process cluster: API server on an in-memory store, the controllers, one Ready
 //! node and a stand-in for its agent.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hollow_testkit::{Kubectl, TempDir, wait_for};
+use hollow_testkit::{Kubectl, LocalApiServer, TempDir, wait_for};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -23,6 +22,8 @@ pub struct Cluster {
     pub kubectl: Kubectl,
     pub directory: TempDir,
     stop: watch::Sender<bool>,
+    /// Stops the API server when the cluster goes.
+    _api: LocalApiServer,
 }
 
 impl Cluster {
@@ -37,32 +38,9 @@ impl Cluster {
         let shutdown = |mut stopped: watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        let address: SocketAddr = runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind loopback");
-            let address = listener.local_addr().expect("local address");
-            let store = hollow_store::Store::in_memory(hollow_store::StoreOptions::default());
-            let server = hollow_apiserver::ApiServer::new(store, address)
-                .await
-                .expect("API server");
-            tokio::spawn(server.serve(listener, shutdown(stopped.clone())));
-            address
-        });
-        let kubeconfig = directory.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: hollow\n  cluster:\n    server: http://{address}\n\
-                 contexts:\n- name: hollow\n  context:\n    cluster: hollow\n    user: hollow\n\
-                 current-context: hollow\nusers:\n- name: hollow\n  user: {{}}\n"
-            ),
-        )
-        .expect("writing kubeconfig");
-        let client = runtime.block_on(async {
-            let config = kube::Config::new(format!("http://{address}").parse().expect("URL"));
-            Client::try_from(config).expect("client")
-        });
+        let api = runtime.block_on(LocalApiServer::start());
+        let kubeconfig = api.write_kubeconfig(directory.path());
+        let client = api.client();
         let controllers = hollow_controllers::run(
             client.clone(),
             hollow_controllers::Options::default(),
@@ -80,6 +58,7 @@ impl Cluster {
             kubectl: Kubectl::new(&kubeconfig),
             directory,
             stop,
+            _api: api,
         };
         cluster.register_node();
         cluster
