@@ -444,6 +444,13 @@ impl LiveZone {
         self.full_rebuild_pending
     }
 
+    /// Forces the next publish to rebuild in full: after a publish panicked part-way, the
+    /// incremental bookkeeping cannot be trusted, but the objects still can.
+    pub fn request_full_rebuild(&mut self) {
+        self.full_rebuild_pending = true;
+        self.pending.clear();
+    }
+
     /// What the last publish did.
     pub fn last_publish(&self) -> PublishStats {
         self.last

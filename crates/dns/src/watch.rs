@@ -265,9 +265,9 @@ pub async fn watch(
         if !unlisted.is_empty() || !zone.has_changes() {
             continue;
         }
-        let (returned, snapshot) = if zone.full_rebuild_pending() {
+        let (returned, published) = if zone.full_rebuild_pending() {
             let built = tokio::task::spawn_blocking(move || {
-                let snapshot = zone.publish();
+                let snapshot = publish_catching_panics(&mut zone);
                 (zone, snapshot)
             })
             .await;
@@ -276,10 +276,16 @@ pub async fn watch(
                 Err(error) => std::panic::resume_unwind(error.into_panic()),
             }
         } else {
-            let snapshot = zone.publish();
+            let snapshot = publish_catching_panics(&mut zone);
             (zone, snapshot)
         };
         zone = returned;
+        let Some(snapshot) = published else {
+            // The server keeps answering from the previous snapshot; the next event retries
+            // with a full rebuild, since a half-done publish leaves the bookkeeping unreliable.
+            zone.request_full_rebuild();
+            continue;
+        };
         let published = zone.last_publish();
         if published.full {
             server.record_rebuild(published.duration);
@@ -301,4 +307,21 @@ pub async fn watch(
         task.abort();
     }
     Ok(())
+}
+
+/// Publishes `zone`, turning a panic (a bug in deriving or encoding some object) into a
+/// logged error so that one bad object cannot take the DNS server down.
+fn publish_catching_panics(zone: &mut LiveZone) -> Option<Snapshot> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| zone.publish())) {
+        Ok(snapshot) => Some(snapshot),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|message| (*message).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic".to_owned());
+            tracing::error!(%message, "building the DNS snapshot panicked; still serving the previous one");
+            None
+        }
+    }
 }
