@@ -99,9 +99,6 @@ pub struct DnsConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// UDP worker threads (each with its own socket); 0 means one per core.
     pub udp_workers: usize,
-    /// No longer used: updates are incremental and bursts coalesce by applying every queued
-    /// event before one publish, without waiting. Kept so existing configurations compile.
-    pub rebuild_debounce: Duration,
     /// How long one upstream gets to answer a forwarded query.
     pub forward_timeout: Duration,
     /// Entries in the forwarding cache.
@@ -120,7 +117,6 @@ impl Default for DnsConfig {
             upstreams: Upstreams::ResolvConf(PathBuf::from("/etc/resolv.conf")),
             metrics_listen: None,
             udp_workers: 0,
-            rebuild_debounce: Duration::from_millis(5),
             forward_timeout: Duration::from_secs(2),
             forward_cache_entries: 4096,
         }
