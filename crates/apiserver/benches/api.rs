@@ -20,6 +20,16 @@
 //! `/proc/self/task/*/stat`. `HOLLOW_BENCH_SERVER_NODELAY=1` serves with `TCP_NODELAY` on
 //! the server's sockets, to check what Nagle's algorithm costs the watch streams.
 //!
+//! `HOLLOW_BENCH_ONLY=creates` runs only the creates, against the redb server and then the
+//! memory one, with their CPU per create by thread: a quick loop (about 10 s) for work on the
+//! server's cost per request, and a steady process to attach `perf record -p` to.
+//!
+//! Both modes end with the **handler alone**: the same creates handed to the router in-process
+//! (no sockets, no hyper), 16 at a time on one thread over the memory backend, and that
+//! thread's CPU per create. It is the part of the server's CPU that routing, decoding,
+//! validation, defaulting and encoding cost, and it is much steadier than the figures above on
+//! a machine that other work shares, since it does not depend on how threads get scheduled.
+//!
 //! Every phase is bounded in time and the whole run stops itself after [`RUN_LIMIT`]; it
 //! prints one results table at the end, with the goals from the issue beside the figures.
 //! Clients and server share the machine's cores, so the figures are a floor for a server
@@ -193,6 +203,204 @@ fn server_nodelay() -> bool {
     std::env::var_os("HOLLOW_BENCH_SERVER_NODELAY").is_some_and(|value| value == "1")
 }
 
+/// `HOLLOW_BENCH_ONLY=creates`: only the creates phase, on both backends.
+fn only_creates() -> bool {
+    std::env::var_os("HOLLOW_BENCH_ONLY").is_some_and(|value| value == "creates")
+}
+
+/// The creates phase alone, against the redb server and then the memory one.
+async fn creates_only(
+    server: &RunningServer,
+    memory_server: &RunningServer,
+    pod: &Arc<PodTemplate>,
+    mut report: String,
+) -> String {
+    let mut results = Vec::new();
+    for (backend, target) in [("redb", server), ("memory", memory_server)] {
+        progress(&format!("creates with 16 clients, {backend}"));
+        let cpu_before = thread_cpu();
+        let creates = measure_creates(target, pod).await;
+        let cpu = cpu_by_role(&cpu_before, &thread_cpu());
+        results.push((backend, creates, cpu));
+    }
+    progress("creates through the handler alone");
+    let handler = measure_handler_alone(pod);
+    let _ = writeln!(report, "load average at end {}\n", load_average());
+    for (backend, creates, cpu) in &results {
+        creates_rows(&mut report, backend, creates, cpu);
+    }
+    handler_rows(&mut report, &handler);
+    report
+}
+
+/// What the in-process creates cost.
+struct HandlerAlone {
+    creates: usize,
+    cpu: Duration,
+    elapsed: Duration,
+}
+
+/// `HANDLER_CREATES` creates handed straight to the router on a single-threaded runtime over
+/// the memory backend, 16 at a time; the CPU is that thread's (the store's writer thread is not
+/// counted).
+fn measure_handler_alone(pod: &Arc<PodTemplate>) -> HandlerAlone {
+    const HANDLER_CREATES: usize = 20_000;
+    let pod = pod.clone();
+    std::thread::Builder::new()
+        .name("handler-alone".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("building the handler runtime");
+            runtime.block_on(async move {
+                let store = Store::in_memory(StoreOptions::default());
+                let address: SocketAddr = "127.0.0.1:6443".parse().expect("an address");
+                let server = ApiServer::new(store, address)
+                    .await
+                    .expect("preparing the API server");
+                let router = server.router();
+                let send = |method: Method, path: &str, body: Bytes| {
+                    let request = Request::builder()
+                        .method(method)
+                        .uri(path)
+                        .header(header::HOST, "127.0.0.1")
+                        .header(header::ACCEPT, "application/json")
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(axum::body::Body::from(body))
+                        .expect("a valid request");
+                    let router = router.clone();
+                    async move {
+                        let response = tower::ServiceExt::oneshot(router, request)
+                            .await
+                            .expect("the router answers");
+                        let status = response.status();
+                        let body = response
+                            .into_body()
+                            .collect()
+                            .await
+                            .expect("reading the answer")
+                            .to_bytes();
+                        assert_eq!(
+                            status,
+                            StatusCode::CREATED,
+                            "{}",
+                            String::from_utf8_lossy(&body)
+                        );
+                    }
+                };
+                let namespace = json!({"metadata": {"name": CREATE_NAMESPACE}});
+                send(
+                    Method::POST,
+                    "/api/v1/namespaces",
+                    Bytes::from(namespace.to_string()),
+                )
+                .await;
+                let path = format!("/api/v1/namespaces/{CREATE_NAMESPACE}/pods");
+                // Warm up allocator and caches before measuring.
+                for index in 0..1_000 {
+                    send(
+                        Method::POST,
+                        &path,
+                        pod.body(&format!("warm-up-{index:06}")),
+                    )
+                    .await;
+                }
+                // As many creates in flight as the HTTP clients keep, so the thread seldom
+                // sleeps between them (as a busy server's workers do not).
+                let cpu_before = this_thread_cpu();
+                let started = Instant::now();
+                let clients = (0..CREATE_CLIENTS).map(|client| {
+                    let (send, pod, path) = (&send, &pod, &path);
+                    async move {
+                        for index in (client..HANDLER_CREATES).step_by(CREATE_CLIENTS) {
+                            let body = pod.body(&format!("storefront-5d8f7c9b4-{index:06}"));
+                            send(Method::POST, path, body).await;
+                        }
+                    }
+                });
+                futures::future::join_all(clients).await;
+                HandlerAlone {
+                    creates: HANDLER_CREATES,
+                    cpu: this_thread_cpu().saturating_sub(cpu_before),
+                    elapsed: started.elapsed(),
+                }
+            })
+        })
+        .expect("starting the handler thread")
+        .join()
+        .expect("the handler thread")
+}
+
+/// The calling thread's time on a CPU, in nanoseconds from `/proc/thread-self/schedstat`
+/// (the scheduler's own account, finer than the 10 ms ticks of `stat`).
+fn this_thread_cpu() -> Duration {
+    let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let nanoseconds = schedstat
+        .split_whitespace()
+        .next()
+        .and_then(|field| field.parse().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(nanoseconds)
+}
+
+fn handler_rows(report: &mut String, handler: &HandlerAlone) {
+    let _ = writeln!(
+        report,
+        "{:<58} {:>24}",
+        "handler alone (no HTTP), memory: CPU µs per create",
+        format!(
+            "{:.1}",
+            handler.cpu.as_secs_f64() * 1e6 / handler.creates.max(1) as f64
+        )
+    );
+    let _ = writeln!(
+        report,
+        "{:<58} {:>24}",
+        "  16 in flight, wall time per create",
+        format!(
+            "{:.1} µs",
+            handler.elapsed.as_secs_f64() * 1e6 / handler.creates.max(1) as f64
+        )
+    );
+}
+
+/// Rate, failures and CPU per create by thread for one burst of creates.
+fn creates_rows(report: &mut String, backend: &str, creates: &Creates, cpu: &[(Role, Duration)]) {
+    let per_create = |role: Role| {
+        let spent = cpu
+            .iter()
+            .find(|(candidate, _)| *candidate == role)
+            .map_or(Duration::ZERO, |(_, spent)| *spent);
+        format!(
+            "{:.0}",
+            spent.as_secs_f64() * 1e6 / creates.latencies.len().max(1) as f64
+        )
+    };
+    let _ = writeln!(
+        report,
+        "{:<58} {:>24}",
+        format!("{backend}: creates/s; writes per commit; failed"),
+        format!(
+            "{:.0}/s; {:.1}; {}",
+            creates.per_second(),
+            creates.writes as f64 / creates.commits.max(1) as f64,
+            creates.failures
+        )
+    );
+    let _ = writeln!(
+        report,
+        "{:<58} {:>24}",
+        format!("{backend}: CPU µs per create: server / writer / clients"),
+        format!(
+            "{} / {} / {}",
+            per_create(Role::Server),
+            per_create(Role::StoreWriter),
+            per_create(Role::Client)
+        )
+    );
+}
+
 /// Runs every phase and returns the results table.
 async fn run(server: &RunningServer, memory_server: &RunningServer, database: &Path) -> String {
     let address = server.address;
@@ -214,6 +422,9 @@ async fn run(server: &RunningServer, memory_server: &RunningServer, database: &P
         create_namespace(memory_server.address, namespace).await;
     }
     let pod = Arc::new(PodTemplate::new());
+    if only_creates() {
+        return creates_only(server, memory_server, &pod, report).await;
+    }
 
     // Memory first, while the process holds nothing but an empty store.
     progress("storing 10,000 pods (memory per pod)");
@@ -249,6 +460,8 @@ async fn run(server: &RunningServer, memory_server: &RunningServer, database: &P
     let memory_create_cpu = cpu_by_role(&cpu_before_creates, &thread_cpu());
     let memory_watch = measure_watch_delay(memory_server.address, &pod, WATCH_LOAD).await;
     let memory_unwatched = measure_watch_delay(memory_server.address, &pod, unwatched_load).await;
+    progress("creates through the handler alone");
+    let handler = measure_handler_alone(&pod);
     progress("done");
 
     let _ = writeln!(report, "load average at end {}\n", load_average());
@@ -424,34 +637,12 @@ async fn run(server: &RunningServer, memory_server: &RunningServer, database: &P
         ("redb", &creates, &create_cpu),
         ("memory", &memory_creates, &memory_create_cpu),
     ] {
-        row(
-            &format!("{backend}: creates/s; writes per commit"),
-            format!(
-                "{:.0}/s; {:.1}",
-                creates.per_second(),
-                creates.writes as f64 / creates.commits.max(1) as f64
-            ),
-        );
-        let per_create = |role: Role| {
-            let spent = cpu
-                .iter()
-                .find(|(candidate, _)| *candidate == role)
-                .map_or(Duration::ZERO, |(_, spent)| *spent);
-            format!(
-                "{:.0}",
-                spent.as_secs_f64() * 1e6 / creates.latencies.len().max(1) as f64
-            )
-        };
-        row(
-            &format!("{backend}: CPU µs per create: server / writer / clients"),
-            format!(
-                "{} / {} / {}",
-                per_create(Role::Server),
-                per_create(Role::StoreWriter),
-                per_create(Role::Client)
-            ),
-        );
+        creates_rows(&mut report, backend, creates, cpu);
     }
+    handler_rows(&mut report, &handler);
+    let mut row = |name: &str, value: String| {
+        let _ = writeln!(report, "{name:<58} {value:>24}");
+    };
     for (backend, load, watch) in [
         ("redb", WATCH_LOAD, &watch),
         ("redb", slow_load, &slow_watch),

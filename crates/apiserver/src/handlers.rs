@@ -359,7 +359,7 @@ fn check_kind(resource: &ResourceInfo, object: &Value) -> ApiResult<()> {
     let api_version = object.get("apiVersion").and_then(Value::as_str);
     let kind = object.get("kind").and_then(Value::as_str);
     if let Some(api_version) = api_version.filter(|text| !text.is_empty())
-        && api_version != resource.api_version()
+        && !is_api_version_of(resource, api_version)
     {
         return Err(ApiError::bad_request(format!(
             "the API version in the data ({api_version}) does not match the expected API version ({})",
@@ -375,6 +375,17 @@ fn check_kind(resource: &ResourceInfo, object: &Value) -> ApiResult<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether `api_version` (`group/version`, or `version` for the core group) is the resource's,
+/// compared without building the resource's own text.
+fn is_api_version_of(resource: &ResourceInfo, api_version: &str) -> bool {
+    match api_version.split_once('/') {
+        Some((group, version)) => {
+            !group.is_empty() && group == resource.group && version == resource.version
+        }
+        None => resource.group.is_empty() && api_version == resource.version,
+    }
 }
 
 /// Sets the object's namespace from the URL, refusing a different one in the body.
@@ -403,6 +414,9 @@ fn check_namespace(path: &ResourcePath, object: &mut Value) -> ApiResult<()> {
 }
 
 /// Refuses writes into a namespace that does not exist or is being deleted.
+///
+/// A namespace found active is remembered (see [`crate::namespaces::ActiveNamespaces`]) until
+/// the next namespace write, so a burst of creates reads it from the store once.
 fn check_namespace_exists(state: &State, path: &ResourcePath, name: &str) -> ApiResult<()> {
     let Some(namespace) = path
         .namespace
@@ -411,6 +425,11 @@ fn check_namespace_exists(state: &State, path: &ResourcePath, name: &str) -> Api
     else {
         return Ok(());
     };
+    let active = &state.active_namespaces;
+    if active.contains(namespace) {
+        return Ok(());
+    }
+    let epoch = active.epoch();
     let namespaces = ResourceInfo::find("", "namespaces").expect("namespaces are served");
     let record = state
         .store
@@ -436,6 +455,7 @@ fn check_namespace_exists(state: &State, path: &ResourcePath, name: &str) -> Api
             name,
         ));
     }
+    active.remember(namespace, epoch);
     Ok(())
 }
 
@@ -563,7 +583,7 @@ async fn create_checked(
             "the name of the object ({name}) does not match the name on the URL ({url_name})"
         )));
     }
-    strategy::prepare_for_create(resource, &mut object, uuid::Uuid::new_v4().to_string());
+    strategy::prepare_for_create(resource, &mut object, object::new_uid());
     if !types_checked {
         strategy::check_field_types(resource, &object)?;
     }
@@ -745,6 +765,9 @@ where
                 .update(key.clone(), precondition, stamping_encoder(new))
                 .await
         };
+        if resource.kind == "Namespace" {
+            state.active_namespaces.forget_all();
+        }
         match outcome {
             Ok(event) => {
                 if let Some(allocation) = allocation {
@@ -1051,6 +1074,9 @@ pub(crate) async fn delete_one(
                     .await
             }
         };
+        if resource.kind == "Namespace" {
+            state.active_namespaces.forget_all();
+        }
         match outcome {
             Ok(event) => {
                 if resource.kind == "Namespace" {
@@ -1337,6 +1363,29 @@ impl ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_versions_are_compared_as_group_and_version() {
+        let pods = ResourceInfo::find("", "pods").unwrap();
+        let deployments = ResourceInfo::find("apps", "deployments").unwrap();
+        for (resource, text) in [
+            (pods, "v1"),
+            (pods, "/v1"),
+            (pods, "apps/v1"),
+            (pods, "v2"),
+            (deployments, "apps/v1"),
+            (deployments, "v1"),
+            (deployments, "apps/v1beta1"),
+            (deployments, "batch/v1"),
+        ] {
+            assert_eq!(
+                is_api_version_of(resource, text),
+                resource.api_version() == text,
+                "{text} against {}",
+                resource.api_version()
+            );
+        }
+    }
 
     #[test]
     fn selectors_render_as_strings() {

@@ -98,6 +98,8 @@ pub struct State {
     pub allocators: Arc<allocator::Allocators>,
     /// Watch frames of recent events, built once and shared by every watcher.
     pub watch_frames: Arc<watch::FrameCache>,
+    /// Namespaces found active, so writes into them need not read them each time.
+    pub active_namespaces: Arc<namespaces::ActiveNamespaces>,
 }
 
 /// How the API server is set up.
@@ -144,6 +146,7 @@ impl ApiServer {
             advertise_address: Arc::from(config.advertise_address.to_string()),
             allocators: allocator::Allocators::new(config.service_cidr),
             watch_frames: Arc::default(),
+            active_namespaces: Arc::default(),
         };
         let bootstrap = async {
             namespaces::rebuild_allocations(&state)?;
@@ -294,10 +297,10 @@ async fn resource(AxumState(state): AxumState<State>, request: Request) -> Respo
 
 async fn resource_request(state: &State, request: Request) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
-    let path = parts.uri.path().to_string();
+    let path = parts.uri.path();
     // Legacy per-group discovery documents.
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     if parts.method == Method::GET {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let document = match segments.as_slice() {
             ["api", version] => discovery::api_resource_list("", version),
             ["apis", group] => discovery::api_group(group),
@@ -308,7 +311,7 @@ async fn resource_request(state: &State, request: Request) -> ApiResult<Response
             return Ok(json_reply(&document));
         }
     }
-    let resource_path = ResourcePath::parse(&path)?;
+    let resource_path = ResourcePath::parse(path)?;
     let query: QueryOptions = match parts.uri.query() {
         Some(text) => serde_urlencoded_options(text)?,
         None => QueryOptions::default(),

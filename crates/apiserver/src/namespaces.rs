@@ -5,7 +5,13 @@
 //! (so pods on a node still stop gracefully), and once nothing is left, drops the finalizer
 //! and removes the namespace. It runs when woken by a namespace delete, and every few seconds
 //! so that a clean-up interrupted by a restart resumes.
+//!
+//! Every namespaced write checks that its namespace exists and is not being deleted.
+//! [`ActiveNamespaces`] remembers the namespaces found active, so that a stream of creates into
+//! one namespace does not read that namespace from the store (a read transaction) each time.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use hollow_store::Precondition;
@@ -24,6 +30,66 @@ use crate::strategy;
 pub const DEFAULT_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// Namespaces known to exist and not to be terminating.
+///
+/// Every write to a namespace object (a delete mark, a finalize, an update) forgets them all
+/// once it has been committed ([`ActiveNamespaces::forget_all`]). A check that read the store
+/// before such a write must not put its stale answer back afterwards, so each check notes the
+/// epoch before it reads the store and [`ActiveNamespaces::remember`] refuses a name when the
+/// epoch has moved since. Only this API server's writes are seen: another writer of the same
+/// store (there is none in hollow) would have to go through an API server too.
+#[derive(Default)]
+pub struct ActiveNamespaces {
+    known: Mutex<Known>,
+}
+
+#[derive(Default)]
+struct Known {
+    epoch: u64,
+    names: HashSet<String>,
+}
+
+impl ActiveNamespaces {
+    /// More namespaces than this and the set starts over, so it cannot grow without bound.
+    const LIMIT: usize = 4096;
+
+    /// Whether `name` was found active and no namespace was written since.
+    pub fn contains(&self, name: &str) -> bool {
+        self.lock().names.contains(name)
+    }
+
+    /// The epoch to hand to [`ActiveNamespaces::remember`]; read it before reading the store.
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Remembers that `name` was found active by a read that started at `epoch`.
+    pub fn remember(&self, name: &str, epoch: u64) {
+        let mut known = self.lock();
+        if known.epoch != epoch {
+            return;
+        }
+        if known.names.len() >= Self::LIMIT {
+            known.names.clear();
+        }
+        known.names.insert(name.to_owned());
+    }
+
+    /// Called after every committed (or attempted) write to a namespace object.
+    pub fn forget_all(&self) {
+        let mut known = self.lock();
+        known.epoch += 1;
+        known.names.clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
+        // The set holds no invariant a panic could break half-way.
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 fn namespaces() -> &'static ResourceInfo {
     ResourceInfo::find("", "namespaces").expect("namespaces are served")
 }
@@ -37,7 +103,7 @@ pub async fn ensure_defaults(state: &State) -> ApiResult<()> {
         }
         let mut object =
             json!({"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}});
-        strategy::prepare_for_create(namespaces(), &mut object, uuid::Uuid::new_v4().to_string());
+        strategy::prepare_for_create(namespaces(), &mut object, object::new_uid());
         match state.store.create(key, stamping_encoder(object)).await {
             Ok(_) | Err(hollow_store::Error::AlreadyExists(_)) => {}
             Err(error) => return Err(error.into()),
@@ -142,6 +208,7 @@ async fn finish(state: &State, name: &str) -> ApiResult<()> {
                 .delete(key.clone(), precondition, deletion_encoder())
                 .await
         };
+        state.active_namespaces.forget_all();
         match outcome {
             Ok(_) | Err(hollow_store::Error::NotFound(_)) => return Ok(()),
             Err(hollow_store::Error::Conflict { .. }) => continue,
@@ -260,4 +327,27 @@ pub async fn ensure_kubernetes_service(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_that_straddles_a_namespace_write_is_not_remembered() {
+        let active = ActiveNamespaces::default();
+        active.remember("a", active.epoch());
+        assert!(active.contains("a"));
+        let started = active.epoch();
+        // A namespace write commits while the check reads the store.
+        active.forget_all();
+        active.remember("b", started);
+        assert!(!active.contains("a"), "a write forgets every namespace");
+        assert!(
+            !active.contains("b"),
+            "a read from before the write is stale"
+        );
+        active.remember("b", active.epoch());
+        assert!(active.contains("b"));
+    }
 }

@@ -5,6 +5,8 @@
 //! (k8s-openapi) are used only to check a body's field types; the few fields the server reads
 //! or sets are reached through the helpers here.
 
+use std::io::Write as _;
+
 use bytes::Bytes;
 use hollow_store::{Encoder, Record, Revision};
 use serde_json::{Map, Value};
@@ -131,7 +133,8 @@ fn splice_resource_version(bytes: &[u8], offset: usize, revision: Revision) -> B
     let mut stamped = Vec::with_capacity(bytes.len() + 40);
     stamped.extend_from_slice(&bytes[..offset]);
     stamped.extend_from_slice(b"\"resourceVersion\":\"");
-    stamped.extend_from_slice(revision.to_string().as_bytes());
+    // Runs on the store's writer thread, once per write: no temporary string.
+    let _ = write!(stamped, "{revision}");
     stamped.push(b'"');
     if !empty_metadata {
         stamped.push(b',');
@@ -161,12 +164,68 @@ pub fn deletion_encoder() -> Encoder {
 }
 
 /// Current time as kube-apiserver writes timestamps (RFC 3339, seconds, `Z`).
+///
+/// Formatting a time is a few hundred nanoseconds and every create stamps one, so each thread
+/// keeps the text of the last second it formatted.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or_else(|_| jiff::Timestamp::now())
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> =
+            const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = jiff::Timestamp::now();
+    let now = now.round(jiff::Unit::Second).unwrap_or(now);
+    let second = now.as_second();
+    LAST.with_borrow_mut(|(last_second, text)| {
+        if *last_second != second {
+            *text = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            *last_second = second;
+        }
+        text.clone()
+    })
+}
+
+/// A new object's `metadata.uid`: a random (version 4) UUID.
+///
+/// The random bits come from a per-thread xoshiro256** generator seeded from the operating
+/// system, rather than a `getrandom` system call per UUID as [`uuid::Uuid::new_v4`] makes.
+/// UIDs need to be unique, not secret: 122 bits from a generator with 256 bits of seed and a
+/// period of 2^256 - 1 do not repeat.
+pub fn new_uid() -> String {
+    thread_local! {
+        static STATE: std::cell::Cell<[u64; 4]> = std::cell::Cell::new(seed());
+    }
+    fn seed() -> [u64; 4] {
+        let low = uuid::Uuid::new_v4().as_u128();
+        let high = uuid::Uuid::new_v4().as_u128();
+        let state = [
+            low as u64,
+            (low >> 64) as u64,
+            high as u64,
+            (high >> 64) as u64,
+        ];
+        // xoshiro's one forbidden state; two OS-random UUIDs never make it, but be sure.
+        if state == [0; 4] { [1, 2, 3, 4] } else { state }
+    }
+    fn next(state: &mut [u64; 4]) -> u64 {
+        let result = state[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let shifted = state[1] << 17;
+        state[2] ^= state[0];
+        state[3] ^= state[1];
+        state[1] ^= state[2];
+        state[0] ^= state[3];
+        state[2] ^= shifted;
+        state[3] = state[3].rotate_left(45);
+        result
+    }
+    let random = STATE.with(|cell| {
+        let mut state = cell.get();
+        let bits = (u128::from(next(&mut state)) << 64) | u128::from(next(&mut state));
+        cell.set(state);
+        bits
+    });
+    let uid = uuid::Builder::from_random_bytes(random.to_le_bytes()).into_uuid();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uid.hyphenated().encode_lower(&mut text).to_owned()
 }
 
 /// A random suffix for `generateName`, from the alphabet Kubernetes uses (no vowels, no
@@ -219,6 +278,25 @@ mod tests {
         let pod = json!({"spec":{"nodeName":"n1"},"status":{"phase":"Running"}});
         assert_eq!(field_string(&pod, "spec.nodeName").as_deref(), Some("n1"));
         assert_eq!(field_string(&pod, "status.podIP"), None);
+    }
+
+    #[test]
+    fn uids_are_version_4_uuids_and_differ() {
+        let first = new_uid();
+        let parsed = uuid::Uuid::parse_str(&first).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+        let others: std::collections::HashSet<String> = (0..1000).map(|_| new_uid()).collect();
+        assert_eq!(others.len(), 1000);
+        assert!(!others.contains(&first));
+    }
+
+    #[test]
+    fn timestamps_are_whole_seconds_in_utc() {
+        let stamp = now_rfc3339();
+        assert_eq!(stamp.len(), "2024-01-02T03:04:05Z".len(), "{stamp}");
+        assert!(stamp.ends_with('Z'));
+        assert!(stamp.parse::<jiff::Timestamp>().is_ok());
     }
 
     #[test]

@@ -11,8 +11,14 @@ use serde_json::{Map, Value, json};
 
 const RESTART_POLICIES: &[&str] = &["Always", "OnFailure", "Never"];
 
-fn object_mut<'a>(parent: &'a mut Value, field: &str) -> Option<&'a mut Map<String, Value>> {
-    parent.get_mut(field).and_then(Value::as_object_mut)
+/// Sets `key` to `value()` when the client did not send it.
+///
+/// `Map::entry` takes an owned key, so it would allocate one for every default looked at;
+/// most are already set, and a create looks at a few dozen.
+fn default_to(map: &mut Map<String, Value>, key: &str, value: impl FnOnce() -> Value) {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), value());
+    }
 }
 
 /// kubelet-facing defaults of a pod spec.
@@ -20,17 +26,12 @@ pub fn default_pod_spec(spec: &mut Value) {
     let Some(map) = spec.as_object_mut() else {
         return;
     };
-    map.entry("restartPolicy")
-        .or_insert_with(|| Value::from("Always"));
-    map.entry("terminationGracePeriodSeconds")
-        .or_insert_with(|| Value::from(30));
-    map.entry("dnsPolicy")
-        .or_insert_with(|| Value::from("ClusterFirst"));
-    map.entry("schedulerName")
-        .or_insert_with(|| Value::from("default-scheduler"));
-    map.entry("securityContext").or_insert_with(|| json!({}));
-    map.entry("enableServiceLinks")
-        .or_insert_with(|| Value::from(true));
+    default_to(map, "restartPolicy", || Value::from("Always"));
+    default_to(map, "terminationGracePeriodSeconds", || Value::from(30));
+    default_to(map, "dnsPolicy", || Value::from("ClusterFirst"));
+    default_to(map, "schedulerName", || Value::from("default-scheduler"));
+    default_to(map, "securityContext", || json!({}));
+    default_to(map, "enableServiceLinks", || Value::from(true));
     for list in ["initContainers", "containers"] {
         if let Some(containers) = map.get_mut(list).and_then(Value::as_array_mut) {
             for container in containers {
@@ -41,19 +42,15 @@ pub fn default_pod_spec(spec: &mut Value) {
 }
 
 fn default_container(container: &mut Value) {
-    let image = container
-        .get("image")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
     let Some(map) = container.as_object_mut() else {
         return;
     };
-    map.entry("terminationMessagePath")
-        .or_insert_with(|| Value::from("/dev/termination-log"));
-    map.entry("terminationMessagePolicy")
-        .or_insert_with(|| Value::from("File"));
-    map.entry("imagePullPolicy").or_insert_with(|| {
+    default_to(map, "terminationMessagePath", || {
+        Value::from("/dev/termination-log")
+    });
+    default_to(map, "terminationMessagePolicy", || Value::from("File"));
+    if !map.contains_key("imagePullPolicy") {
+        let image = map.get("image").and_then(Value::as_str).unwrap_or_default();
         let tag = image
             .rsplit('/')
             .next()
@@ -62,33 +59,26 @@ fn default_container(container: &mut Value) {
             None => !image.contains('@'),
             Some((_, tag)) => tag == "latest",
         };
-        Value::from(if latest { "Always" } else { "IfNotPresent" })
-    });
-    map.entry("resources").or_insert_with(|| json!({}));
+        let policy = if latest { "Always" } else { "IfNotPresent" };
+        map.insert("imagePullPolicy".to_owned(), Value::from(policy));
+    }
+    default_to(map, "resources", || json!({}));
     if let Some(ports) = map.get_mut("ports").and_then(Value::as_array_mut) {
         for port in ports {
             if let Some(port) = port.as_object_mut() {
-                port.entry("protocol").or_insert_with(|| Value::from("TCP"));
+                default_to(port, "protocol", || Value::from("TCP"));
             }
         }
     }
     for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
-        if let Some(probe) = object_mut(container, probe) {
-            probe
-                .entry("timeoutSeconds")
-                .or_insert_with(|| Value::from(1));
-            probe
-                .entry("periodSeconds")
-                .or_insert_with(|| Value::from(10));
-            probe
-                .entry("successThreshold")
-                .or_insert_with(|| Value::from(1));
-            probe
-                .entry("failureThreshold")
-                .or_insert_with(|| Value::from(3));
+        if let Some(probe) = map.get_mut(probe).and_then(Value::as_object_mut) {
+            default_to(probe, "timeoutSeconds", || Value::from(1));
+            default_to(probe, "periodSeconds", || Value::from(10));
+            default_to(probe, "successThreshold", || Value::from(1));
+            default_to(probe, "failureThreshold", || Value::from(3));
             if let Some(http) = probe.get_mut("httpGet").and_then(Value::as_object_mut) {
-                http.entry("path").or_insert_with(|| Value::from("/"));
-                http.entry("scheme").or_insert_with(|| Value::from("HTTP"));
+                default_to(http, "path", || Value::from("/"));
+                default_to(http, "scheme", || Value::from("HTTP"));
             }
         }
     }
@@ -104,7 +94,7 @@ pub fn validate_pod_spec(spec: &Value, path: &str, errors: &mut Vec<FieldError>)
         }
         Some(_) => {}
     }
-    let mut names: Vec<String> = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
     for list in ["initContainers", "containers"] {
         let Some(items) = spec.get(list).and_then(Value::as_array) else {
             continue;
@@ -151,10 +141,10 @@ pub fn validate_pod_spec(spec: &Value, path: &str, errors: &mut Vec<FieldError>)
     }
 }
 
-fn validate_container(
-    container: &Value,
+fn validate_container<'a>(
+    container: &'a Value,
     path: &str,
-    names: &mut Vec<String>,
+    names: &mut Vec<&'a str>,
     errors: &mut Vec<FieldError>,
 ) {
     let name = container
@@ -167,10 +157,10 @@ fn validate_container(
         for problem in is_dns1123_label(name) {
             errors.push(FieldError::invalid(format!("{path}.name"), name, &problem));
         }
-        if names.iter().any(|seen| seen == name) {
+        if names.contains(&name) {
             errors.push(FieldError::duplicate(format!("{path}.name"), name));
         }
-        names.push(name.to_string());
+        names.push(name);
     }
     if container
         .get("image")
@@ -182,14 +172,15 @@ fn validate_container(
     let mut port_names: Vec<&str> = Vec::new();
     if let Some(ports) = container.get("ports").and_then(Value::as_array) {
         for (index, port) in ports.iter().enumerate() {
-            let port_path = format!("{path}.ports[{index}]");
+            // Only an error needs the path: a valid port costs no allocation.
+            let port_path = || format!("{path}.ports[{index}]");
             let number = port
                 .get("containerPort")
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
             if !(1..=65535).contains(&number) {
                 errors.push(FieldError::invalid(
-                    format!("{port_path}.containerPort"),
+                    format!("{}.containerPort", port_path()),
                     number,
                     "must be between 1 and 65535, inclusive",
                 ));
@@ -201,14 +192,14 @@ fn validate_container(
             {
                 for problem in is_valid_port_name(port_name) {
                     errors.push(FieldError::invalid(
-                        format!("{port_path}.name"),
+                        format!("{}.name", port_path()),
                         port_name,
                         &problem,
                     ));
                 }
                 if port_names.contains(&port_name) {
                     errors.push(FieldError::duplicate(
-                        format!("{port_path}.name"),
+                        format!("{}.name", port_path()),
                         port_name,
                     ));
                 }
