@@ -223,7 +223,8 @@ fn router(state: State) -> Router {
         )
         .route("/openapi/v3/{*path}", get(openapi_v3))
         .fallback(resource)
-        .with_state(state)
+        // One reference count per request instead of one per field of `State`.
+        .with_state(Arc::new(state))
 }
 
 fn json_reply(value: &Value) -> Response {
@@ -237,13 +238,19 @@ fn json_reply(value: &Value) -> Response {
 fn bytes_reply(status: StatusCode, content_type: &str, body: Bytes) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
-    if let Ok(value) = HeaderValue::from_str(content_type) {
+    // The usual answer needs no check of its content type's characters.
+    let value = if content_type == "application/json" {
+        Ok(HeaderValue::from_static("application/json"))
+    } else {
+        HeaderValue::from_str(content_type)
+    };
+    if let Ok(value) = value {
         response.headers_mut().insert(header::CONTENT_TYPE, value);
     }
     response
 }
 
-async fn api_root(AxumState(state): AxumState<State>, request: Request) -> Response {
+async fn api_root(AxumState(state): AxumState<Arc<State>>, request: Request) -> Response {
     match discovery::aggregated_version(request.headers()) {
         Some(version) => bytes_reply(
             StatusCode::OK,
@@ -288,7 +295,7 @@ async fn openapi_v3(axum::extract::Path(path): axum::extract::Path<String>) -> R
 }
 
 /// Everything under `/api/...` and `/apis/...` that is not discovery root.
-async fn resource(AxumState(state): AxumState<State>, request: Request) -> Response {
+async fn resource(AxumState(state): AxumState<Arc<State>>, request: Request) -> Response {
     match resource_request(&state, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -297,9 +304,15 @@ async fn resource(AxumState(state): AxumState<State>, request: Request) -> Respo
 
 async fn resource_request(state: &State, request: Request) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
-    let path = parts.uri.path();
+    let http::request::Parts {
+        method,
+        uri,
+        headers,
+        ..
+    } = parts;
+    let path = uri.path();
     // Legacy per-group discovery documents.
-    if parts.method == Method::GET {
+    if method == Method::GET {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let document = match segments.as_slice() {
             ["api", version] => discovery::api_resource_list("", version),
@@ -312,28 +325,25 @@ async fn resource_request(state: &State, request: Request) -> ApiResult<Response
         }
     }
     let resource_path = ResourcePath::parse(path)?;
-    let query: QueryOptions = match parts.uri.query() {
+    let query: QueryOptions = match uri.query() {
         Some(text) => serde_urlencoded_options(text)?,
         None => QueryOptions::default(),
     };
-    let is_watch = parts.method == Method::GET && (query.is_watch() || resource_path.legacy_watch);
+    let is_watch = method == Method::GET && (query.is_watch() || resource_path.legacy_watch);
     if is_watch {
-        let format = Format::from_headers(&parts.headers);
+        let format = Format::from_headers(&headers);
         return watch::watch(state, &resource_path, &query, format);
     }
     if resource_path.subresource.as_deref() == Some("log") {
-        return logs::pod_log(state, &parts.method, &resource_path, parts.uri.query()).await;
+        return logs::pod_log(state, &method, &resource_path, uri.query()).await;
     }
     let body = read_body(body).await?;
-    let reply = handlers::handle(
-        state,
-        &parts.method,
-        &resource_path,
-        &query,
-        &parts.headers,
-        &body,
-    )
-    .await?;
+    // The URI, the headers and a small body are slices of hyper's read buffer. hyper reads the
+    // connection ahead while a write waits for the store, and while anything still refers to
+    // that buffer it must allocate a new one (8 KiB, every request). So nothing here keeps
+    // them: the URI is dropped now, and the handlers drop headers and body once decoded.
+    drop(uri);
+    let reply = handlers::handle(state, &method, &resource_path, &query, headers, body).await?;
     let mut response = bytes_reply(reply.status, reply.content_type, reply.body);
     for warning in reply.warnings {
         if let Ok(value) = HeaderValue::from_str(&warning) {
