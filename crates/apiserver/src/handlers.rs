@@ -63,28 +63,23 @@ impl Reply {
 pub const TABLE_CONTENT_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 
 /// Routes one resource request (not watch) to its handler.
-///
-/// The headers and body are handed over, not lent, so that a create can let go of them as soon
-/// as it has decoded the body (see `resource_request` in the crate root for why that matters).
 pub async fn handle(
     state: &State,
     method: &Method,
     path: &ResourcePath,
     query: &QueryOptions,
-    headers: HeaderMap,
-    body: Bytes,
+    headers: &HeaderMap,
+    body: &Bytes,
 ) -> ApiResult<Reply> {
-    let format = Format::from_headers(&headers);
+    let format = Format::from_headers(headers);
     let subresource = path.subresource.as_deref();
-    if method == Method::POST && path.name.is_none() && subresource.is_none() {
-        let object = decode_body(&headers, &body)?;
-        drop((headers, body));
-        return create(state, path, query, object).await;
-    }
-    let (headers, body) = (&headers, &body);
     match (method, path.name.is_some(), subresource) {
         (&Method::GET, false, None) => list(state, path, query, format),
         (&Method::GET, true, None) => get(state, path, format),
+        (&Method::POST, false, None) => {
+            let object = decode_body(headers, body)?;
+            create(state, path, query, object).await
+        }
         (&Method::PUT, true, None) => update(state, path, query, headers, body).await,
         (&Method::PATCH, true, None) => patch(state, path, query, headers, body).await,
         (&Method::DELETE, true, None) => delete(state, path, query, body).await,

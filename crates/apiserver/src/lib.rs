@@ -338,12 +338,7 @@ async fn resource_request(state: &State, request: Request) -> ApiResult<Response
         return logs::pod_log(state, &method, &resource_path, uri.query()).await;
     }
     let body = read_body(body).await?;
-    // The URI, the headers and a small body are slices of hyper's read buffer. hyper reads the
-    // connection ahead while a write waits for the store, and while anything still refers to
-    // that buffer it must allocate a new one (8 KiB, every request). So nothing here keeps
-    // them: the URI is dropped now, and the handlers drop headers and body once decoded.
-    drop(uri);
-    let reply = handlers::handle(state, &method, &resource_path, &query, headers, body).await?;
+    let reply = handlers::handle(state, &method, &resource_path, &query, &headers, &body).await?;
     let mut response = bytes_reply(reply.status, reply.content_type, reply.body);
     for warning in reply.warnings {
         if let Ok(value) = HeaderValue::from_str(&warning) {
