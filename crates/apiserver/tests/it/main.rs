@@ -4,6 +4,7 @@
 //! temporary directory, and talks to it only over HTTP.
 
 mod kube_client;
+mod namespaces;
 
 use std::net::SocketAddr;
 
