@@ -17,7 +17,8 @@
 //! * [`discovery`]: `/version`, aggregated and legacy discovery, minimal OpenAPI.
 //! * [`table`]: `kubectl get` columns per kind.
 //! * [`patch`]: strategic merge, JSON merge and JSON patches.
-//! * [`namespaces`]: the default namespaces and the clean-up of deleted ones.
+//! * [`namespaces`]: the default namespaces, the clean-up of deleted ones, and the namespaces
+//!   known to be active (so a write need not read its namespace from the store each time).
 //! * [`tls`] and [`auth`]: HTTPS and the bearer token, for listeners off loopback.
 //! * [`logs`]: `pods/log`, proxied to the log endpoint the pod's Node publishes.
 //!

@@ -4,6 +4,18 @@
 //! does not model — a user's `volumes:` or `securityContext:` — come back unchanged. Typed views
 //! (k8s-openapi) are used only to check a body's field types; the few fields the server reads
 //! or sets are reached through the helpers here.
+//!
+//! # What a create costs
+//!
+//! Measured with the API benchmark's "handler alone" figure (`HOLLOW_BENCH_ONLY=creates`), a
+//! 1.4 KB pod create spends its server CPU roughly as: handing the write to the store's writer
+//! thread ~18%, parsing the body into a [`Value`] ~15%, the typed walk for unknown fields and
+//! field types ~8%, validation ~8%, server fields and defaults ~8%, serialising (and dropping)
+//! the tree ~9%, routing and axum ~5%. Most of it is allocation: every key and string of the
+//! tree and of the typed walk is its own `String`, every object its own `BTreeMap` node.
+//! Splicing the server's fields into the body's own bytes would spare only the serialising:
+//! defaults reach into `spec.containers[*]`, and validation (`hollow_types::validation`
+//! included) reads the tree. A cheaper create needs a borrowed document model end to end.
 
 use std::io::Write as _;
 
