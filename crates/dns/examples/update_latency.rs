@@ -102,6 +102,20 @@ fn dns_child(api: &str) {
             server.metrics_addr().expect("metrics address")
         );
         std::io::stdout().flush().expect("stdout");
+        // The zone's own account of its heap, whenever it changes.
+        std::thread::spawn(|| {
+            let mut shown = String::new();
+            loop {
+                std::thread::sleep(Duration::from_millis(500));
+                if let Some(report) = hollow_dns::zone_memory_report() {
+                    let text = report.to_string();
+                    if text != shown {
+                        eprintln!("DNS child zone heap: {text}");
+                        shown = text;
+                    }
+                }
+            }
+        });
         let parent_gone = async {
             let _ = tokio::task::spawn_blocking(|| {
                 let mut sink = Vec::new();
@@ -359,8 +373,8 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// (current, peak) resident memory of a process, in MiB.
-fn resident_memory(pid: u32) -> (f64, f64) {
+/// (current, peak, anonymous, file-backed) resident memory of a process, in MiB.
+fn resident_memory(pid: u32) -> (f64, f64, f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -369,7 +383,12 @@ fn resident_memory(pid: u32) -> (f64, f64) {
             .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
             .map_or(f64::NAN, |kib| kib / 1024.0)
     };
-    (field("VmRSS:"), field("VmHWM:"))
+    (
+        field("VmRSS:"),
+        field("VmHWM:"),
+        field("RssAnon:"),
+        field("RssFile:"),
+    )
 }
 
 struct ChildGuard(Child);
@@ -591,6 +610,10 @@ async fn benchmark(path: &str, changes: usize, load_rate: u64) {
     println!(
         "DNS child resident memory: {:.1} MiB after sync (peak {:.1} MiB), {:.1} MiB at the end (peak {:.1} MiB)",
         synced_memory.0, synced_memory.1, end_memory.0, end_memory.1
+    );
+    println!(
+        "  of which anonymous (heap, stacks) {:.1} / {:.1} MiB, file-backed (the binary) {:.1} / {:.1} MiB",
+        synced_memory.2, end_memory.2, synced_memory.3, end_memory.3
     );
     drop(child);
     let _ = stop_api.send(());

@@ -49,6 +49,7 @@
 //! Behaviour choices where the specification and CoreDNS differ are listed in the docs of
 //! [`records`] and [`snapshot`].
 
+pub mod compact;
 pub mod example;
 pub mod live;
 pub mod metrics;
@@ -65,7 +66,7 @@ use std::time::Duration;
 pub use records::{ClusterState, PodMode, RecordSettings};
 pub use server::{DnsServer, ServerSettings};
 pub use snapshot::{Snapshot, SnapshotSettings};
-pub use watch::{run, watch};
+pub use watch::{run, watch, zone_memory_report};
 
 /// Where names outside the cluster zone are sent.
 #[derive(Clone, Debug, PartialEq, Eq)]

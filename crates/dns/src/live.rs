@@ -38,27 +38,46 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-
-use crate::records::{self, ClusterState, NameRecords, RecordLookup, ZoneRecords};
+use crate::compact::{self, Interner};
+use crate::records::{self, ClusterState, CompactState, NameRecords, RecordLookup, ZoneRecords};
 use crate::snapshot::{
     EncodedEntry, Encoder, SHARD_COUNT, Shard, ShardBuilder, Snapshot, SnapshotSettings, shard_of,
 };
 
-/// A watched object, as the incremental zone consumes it.
+/// A watched object in the compact form the zone keeps (see [`crate::compact`]).
 #[derive(Clone, Debug)]
 pub enum Object {
-    Service(Arc<Service>),
-    EndpointSlice(Arc<EndpointSlice>),
-    Namespace(Arc<Namespace>),
-    Pod(Arc<Pod>),
+    Service(compact::Service),
+    EndpointSlice(compact::EndpointSlice),
+    /// A Namespace, by name.
+    Namespace(Arc<str>),
+    Pod(compact::Pod),
+}
+
+impl Object {
+    /// Converts a Kubernetes Service; the original can be dropped afterwards.
+    pub fn service(service: &k8s_openapi::api::core::v1::Service) -> Self {
+        Self::Service(service.into())
+    }
+
+    pub fn endpoint_slice(slice: &k8s_openapi::api::discovery::v1::EndpointSlice) -> Self {
+        Self::EndpointSlice(slice.into())
+    }
+
+    pub fn namespace(namespace: &k8s_openapi::api::core::v1::Namespace) -> Self {
+        Self::Namespace(compact::namespace_name(namespace))
+    }
+
+    pub fn pod(pod: &k8s_openapi::api::core::v1::Pod) -> Self {
+        Self::Pod(pod.into())
+    }
 }
 
 /// The kinds of [`Object`].
@@ -71,46 +90,32 @@ pub enum Kind {
 }
 
 /// What one source contributes to. The order of the variants and fields is the order
-/// [`records::collect`] reads sources in, so merges come out the same.
+/// [`records::collect`] reads sources in, so merges come out the same. Names are interned.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum SourceKey {
     Fixed,
-    Namespace(String),
-    Service(String, String),
+    Namespace(Arc<str>),
+    Service(Arc<str>, Arc<str>),
     Nameserver,
-    Pod(String, String),
+    Pod(Arc<str>, Arc<str>),
 }
 
-type ObjectKey = (String, String);
-
-fn object_key<K: kube::Resource>(object: &K) -> ObjectKey {
-    let metadata = object.meta();
-    (
-        metadata.namespace.clone().unwrap_or_default(),
-        metadata.name.clone().unwrap_or_default(),
-    )
-}
-
-fn slice_service(slice: &EndpointSlice) -> Option<String> {
-    slice
-        .metadata
-        .labels
-        .as_ref()?
-        .get(records::SERVICE_NAME_LABEL)
-        .cloned()
-}
+/// (namespace, name), both interned.
+type ObjectKey = (Arc<str>, Arc<str>);
 
 /// The watched objects, indexed the way parts are derived from them.
 #[derive(Default)]
 struct Objects {
-    services: HashMap<ObjectKey, Arc<Service>>,
-    /// (namespace, service name) → its slices by slice name.
-    slices_by_service: HashMap<ObjectKey, BTreeMap<String, Arc<EndpointSlice>>>,
+    interner: Interner,
+    services: HashMap<ObjectKey, compact::Service>,
+    /// (namespace, service name) → its slices, sorted by name. A vector rather than a
+    /// `BTreeMap`: nearly every Service has one slice, and a B-tree leaf reserves room for 11.
+    slices_by_service: HashMap<ObjectKey, Vec<compact::EndpointSlice>>,
     /// (namespace, slice name) → the service it belonged to when last seen.
-    slice_owner: HashMap<ObjectKey, String>,
-    namespaces: HashSet<String>,
-    services_per_namespace: HashMap<String, usize>,
-    pods: HashMap<ObjectKey, Arc<Pod>>,
+    slice_owner: HashMap<ObjectKey, Arc<str>>,
+    namespaces: HashSet<Arc<str>>,
+    services_per_namespace: HashMap<Arc<str>, usize>,
+    pods: HashMap<ObjectKey, compact::Pod>,
 }
 
 impl Objects {
@@ -130,10 +135,10 @@ impl Objects {
                 let key = (namespace.clone(), name.clone());
                 match self.services.get(&key) {
                     Some(service) => {
-                        let slices: Vec<&EndpointSlice> = self
+                        let slices: Vec<&compact::EndpointSlice> = self
                             .slices_by_service
                             .get(&key)
-                            .map(|slices| slices.values().map(|slice| &**slice).collect())
+                            .map(|slices| slices.iter().collect())
                             .unwrap_or_default();
                         records::service_part(service, &slices, settings)
                     }
@@ -142,8 +147,7 @@ impl Objects {
             }
             SourceKey::Nameserver => records::nameserver_part(
                 self.services
-                    .get(&("kube-system".to_owned(), "kube-dns".to_owned()))
-                    .map(|service| &**service),
+                    .get(&(Arc::from("kube-system"), Arc::from("kube-dns"))),
                 settings,
             ),
             SourceKey::Pod(namespace, name) => {
@@ -157,7 +161,7 @@ impl Objects {
 
     fn all_sources(&self) -> Vec<SourceKey> {
         let mut keys = vec![SourceKey::Fixed, SourceKey::Nameserver];
-        let namespaces: HashSet<&String> = self
+        let namespaces: HashSet<&Arc<str>> = self
             .namespaces
             .iter()
             .chain(self.services_per_namespace.keys())
@@ -181,24 +185,30 @@ impl Objects {
         keys
     }
 
-    fn insert_slice(&mut self, slice: Arc<EndpointSlice>) {
-        let (namespace, name) = object_key(&*slice);
-        if let Some(service) = slice_service(&slice) {
+    fn insert_slice(&mut self, slice: compact::EndpointSlice) {
+        if let Some(service) = slice.service.clone() {
+            let (namespace, name) = (slice.namespace.clone(), slice.name.clone());
             self.slice_owner
                 .insert((namespace.clone(), name.clone()), service.clone());
-            self.slices_by_service
+            let slices = self
+                .slices_by_service
                 .entry((namespace, service))
-                .or_default()
-                .insert(name, slice);
+                .or_default();
+            match slices.binary_search_by(|other| other.name.cmp(&name)) {
+                Ok(position) => slices[position] = slice,
+                Err(position) => {
+                    slices.insert(position, slice);
+                    slices.shrink_to_fit();
+                }
+            }
         }
     }
 
-    fn remove_slice(&mut self, namespace: &str, name: &str) {
-        let key = (namespace.to_owned(), name.to_owned());
-        if let Some(service) = self.slice_owner.remove(&key) {
-            let owner = (namespace.to_owned(), service);
+    fn remove_slice(&mut self, key: &ObjectKey) {
+        if let Some(service) = self.slice_owner.remove(key) {
+            let owner = (key.0.clone(), service);
             if let Some(slices) = self.slices_by_service.get_mut(&owner) {
-                slices.remove(name);
+                slices.retain(|slice| slice.name != key.1);
                 if slices.is_empty() {
                     self.slices_by_service.remove(&owner);
                 }
@@ -206,8 +216,8 @@ impl Objects {
         }
     }
 
-    fn insert_service(&mut self, service: Arc<Service>) {
-        let key = object_key(&*service);
+    fn insert_service(&mut self, service: compact::Service) {
+        let key = (service.namespace.clone(), service.name.clone());
         if self.services.insert(key.clone(), service).is_none() {
             *self.services_per_namespace.entry(key.0).or_default() += 1;
         }
@@ -220,6 +230,94 @@ impl Objects {
             *count -= 1;
             if *count == 0 {
                 self.services_per_namespace.remove(&key.0);
+            }
+        }
+    }
+
+    /// Interns the names of `object`, so that it shares them with everything else.
+    fn intern(&mut self, object: &mut Object) {
+        let interner = &mut self.interner;
+        match object {
+            Object::Service(service) => service.intern(interner),
+            Object::EndpointSlice(slice) => slice.intern(interner),
+            Object::Namespace(name) => *name = interner.intern(name),
+            Object::Pod(pod) => pod.intern(interner),
+        }
+    }
+}
+
+/// A short list of ids or hashes, inline when it holds one: nearly every name has one
+/// contributor and few dependents, and a `Vec` per name cost 24 bytes plus a 32-byte
+/// allocation where this costs 16 bytes and none.
+#[derive(Clone, Debug)]
+enum Few<T> {
+    One(T),
+    Many(Box<[T]>),
+}
+
+impl<T: Copy + PartialEq> Few<T> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Self::One(item) => std::slice::from_ref(item),
+            Self::Many(items) => items,
+        }
+    }
+
+    /// `None` for an empty list.
+    fn from_vec(mut items: Vec<T>) -> Option<Self> {
+        match items.len() {
+            0 => None,
+            1 => items.pop().map(Self::One),
+            _ => Some(Self::Many(items.into_boxed_slice())),
+        }
+    }
+
+    fn insert(&mut self, position: usize, item: T) {
+        let mut items = self.as_slice().to_vec();
+        items.insert(position, item);
+        *self = Self::Many(items.into_boxed_slice());
+    }
+
+    fn push(&mut self, item: T) {
+        self.insert(self.as_slice().len(), item);
+    }
+
+    /// The list without `item`; `None` when nothing remains.
+    fn without(&self, item: T) -> Option<Self> {
+        Self::from_vec(
+            self.as_slice()
+                .iter()
+                .copied()
+                .filter(|&other| other != item)
+                .collect(),
+        )
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Self::One(_) => 0,
+            Self::Many(items) => chunk(size_of_val(&**items)),
+        }
+    }
+}
+
+/// Appends `item` to the list at `key`.
+fn push_to<T: Copy + PartialEq>(map: &mut HashMap<u64, Few<T>>, key: u64, item: T) {
+    match map.entry(key) {
+        Entry::Vacant(vacant) => {
+            vacant.insert(Few::One(item));
+        }
+        Entry::Occupied(mut occupied) => occupied.get_mut().push(item),
+    }
+}
+
+/// Removes `item` from the list at `key`, and the list when it empties.
+fn remove_from<T: Copy + PartialEq>(map: &mut HashMap<u64, Few<T>>, key: u64, item: T) {
+    if let Entry::Occupied(mut occupied) = map.entry(key) {
+        match occupied.get().without(item) {
+            Some(rest) => *occupied.get_mut() = rest,
+            None => {
+                occupied.remove();
             }
         }
     }
@@ -280,22 +378,105 @@ pub struct PublishStats {
     pub shards_repacked: usize,
 }
 
+/// Approximate heap bytes of each structure a [`LiveZone`] holds, from lengths and
+/// capacities (plus glibc's 16-byte chunk rounding), for finding where resident memory goes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemoryReport {
+    pub services: usize,
+    pub endpoint_slices: usize,
+    pub namespaces: usize,
+    pub pods: usize,
+    /// Shared namespace and object names.
+    pub interned_names: usize,
+    /// The source table (ids ↔ keys).
+    pub sources: usize,
+    /// Name hash → contributing source ids.
+    pub contributors: usize,
+    /// `dependents` and its reverse.
+    pub dependencies: usize,
+    /// The served index (the last published snapshot's shards).
+    pub index: usize,
+    /// Counts, for scale.
+    pub service_count: usize,
+    pub endpoint_slice_count: usize,
+    pub name_count: usize,
+}
+
+impl MemoryReport {
+    pub fn total(&self) -> usize {
+        self.services
+            + self.endpoint_slices
+            + self.namespaces
+            + self.pods
+            + self.interned_names
+            + self.sources
+            + self.contributors
+            + self.dependencies
+            + self.index
+    }
+}
+
+impl std::fmt::Display for MemoryReport {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
+        write!(
+            formatter,
+            "{:.1} MiB: index {:.1}, services {:.1} ({}), endpoint slices {:.1} ({}), \
+             namespaces {:.2}, pods {:.2}, interned names {:.2}, sources {:.1}, \
+             contributors {:.1} ({} names), dependencies {:.1}",
+            mib(self.total()),
+            mib(self.index),
+            mib(self.services),
+            self.service_count,
+            mib(self.endpoint_slices),
+            self.endpoint_slice_count,
+            mib(self.namespaces),
+            mib(self.pods),
+            mib(self.interned_names),
+            mib(self.sources),
+            mib(self.contributors),
+            self.name_count,
+            mib(self.dependencies),
+        )
+    }
+}
+
+/// The heap bytes glibc takes for a request of `bytes` (header, 16-byte rounding, minimum).
+fn chunk(bytes: usize) -> usize {
+    if bytes == 0 {
+        0
+    } else {
+        ((bytes + 8).div_ceil(16) * 16).max(32)
+    }
+}
+
+/// The table of a `HashMap`/`HashSet` with entries of `entry` bytes.
+fn table<K, V>(map: &HashMap<K, V>) -> usize {
+    chunk(map.capacity() * (size_of::<(K, V)>() + 1))
+}
+
+fn vec_bytes<T>(vec: &Vec<T>) -> usize {
+    chunk(vec.capacity() * size_of::<T>())
+}
+
 /// The zone kept current by watch events; see the module docs.
 pub struct LiveZone {
     settings: SnapshotSettings,
     zone: Vec<u8>,
     objects: Objects,
     sources: SourceTable,
-    contributors: HashMap<u64, Vec<u32>>,
-    dependents: HashMap<u64, Vec<u64>>,
+    contributors: HashMap<u64, Few<u32>>,
+    dependents: HashMap<u64, Few<u64>>,
     /// The reverse of `dependents`: name hash → hashes its encoding read.
-    lookups_of: HashMap<u64, Vec<u64>>,
+    lookups_of: HashMap<u64, Few<u64>>,
     /// Parts, as they were before this batch's changes, of the sources the batch touched.
     pending: HashMap<SourceKey, ZoneRecords>,
     full_rebuild_pending: bool,
     hasher: RandomState,
     shards: Vec<Arc<Shard>>,
     last: PublishStats,
+    /// Heap bytes of the index as of the last publish.
+    index_bytes: usize,
 }
 
 impl LiveZone {
@@ -315,23 +496,25 @@ impl LiveZone {
             hasher: RandomState::new(),
             shards: (0..SHARD_COUNT).map(|_| Arc::default()).collect(),
             last: PublishStats::default(),
+            index_bytes: 0,
         }
     }
 
     /// A zone holding `state` (built at the first publish).
     pub fn from_state(state: &ClusterState, settings: SnapshotSettings) -> Self {
+        let state = CompactState::from(state);
         let mut zone = Self::new(settings);
-        for service in &state.services {
-            zone.apply(Object::Service(service.clone()));
+        for service in state.services {
+            zone.apply(Object::Service(service));
         }
-        for slice in &state.endpoint_slices {
-            zone.apply(Object::EndpointSlice(slice.clone()));
+        for slice in state.endpoint_slices {
+            zone.apply(Object::EndpointSlice(slice));
         }
-        for namespace in &state.namespaces {
-            zone.apply(Object::Namespace(namespace.clone()));
+        for namespace in state.namespaces {
+            zone.apply(Object::Namespace(namespace));
         }
-        for pod in &state.pods {
-            zone.apply(Object::Pod(pod.clone()));
+        for pod in state.pods {
+            zone.apply(Object::Pod(pod));
         }
         zone
     }
@@ -348,32 +531,32 @@ impl LiveZone {
     fn touch_service(&mut self, key: &ObjectKey) {
         self.touch(SourceKey::Service(key.0.clone(), key.1.clone()));
         self.touch(SourceKey::Namespace(key.0.clone()));
-        if (key.0.as_str(), key.1.as_str()) == ("kube-system", "kube-dns") {
+        if (&*key.0, &*key.1) == ("kube-system", "kube-dns") {
             self.touch(SourceKey::Nameserver);
         }
     }
 
     /// An object was added or modified.
-    pub fn apply(&mut self, object: Object) {
+    pub fn apply(&mut self, mut object: Object) {
+        self.objects.intern(&mut object);
         match object {
             Object::Service(service) => {
-                let key = object_key(&*service);
+                let key = (service.namespace.clone(), service.name.clone());
                 self.touch_service(&key);
                 self.objects.insert_service(service);
             }
             Object::EndpointSlice(slice) => {
-                let key = object_key(&*slice);
-                self.touch_slice(&key, slice_service(&slice));
-                self.objects.remove_slice(&key.0, &key.1);
+                let key = (slice.namespace.clone(), slice.name.clone());
+                self.touch_slice(&key, slice.service.clone());
+                self.objects.remove_slice(&key);
                 self.objects.insert_slice(slice);
             }
-            Object::Namespace(namespace) => {
-                let (_, name) = object_key(&*namespace);
+            Object::Namespace(name) => {
                 self.touch(SourceKey::Namespace(name.clone()));
                 self.objects.namespaces.insert(name);
             }
             Object::Pod(pod) => {
-                let key = object_key(&*pod);
+                let key = (pod.namespace.clone(), pod.name.clone());
                 self.touch(SourceKey::Pod(key.0.clone(), key.1.clone()));
                 self.objects.pods.insert(key, pod);
             }
@@ -384,29 +567,28 @@ impl LiveZone {
     pub fn delete(&mut self, object: &Object) {
         match object {
             Object::Service(service) => {
-                let key = object_key(&**service);
+                let key = (service.namespace.clone(), service.name.clone());
                 self.touch_service(&key);
                 self.objects.remove_service(&key);
             }
             Object::EndpointSlice(slice) => {
-                let key = object_key(&**slice);
+                let key = (slice.namespace.clone(), slice.name.clone());
                 self.touch_slice(&key, None);
-                self.objects.remove_slice(&key.0, &key.1);
+                self.objects.remove_slice(&key);
             }
-            Object::Namespace(namespace) => {
-                let (_, name) = object_key(&**namespace);
+            Object::Namespace(name) => {
                 self.touch(SourceKey::Namespace(name.clone()));
-                self.objects.namespaces.remove(&name);
+                self.objects.namespaces.remove(name);
             }
             Object::Pod(pod) => {
-                let key = object_key(&**pod);
+                let key = (pod.namespace.clone(), pod.name.clone());
                 self.touch(SourceKey::Pod(key.0.clone(), key.1.clone()));
                 self.objects.pods.remove(&key);
             }
         }
     }
 
-    fn touch_slice(&mut self, key: &ObjectKey, new_owner: Option<String>) {
+    fn touch_slice(&mut self, key: &ObjectKey, new_owner: Option<Arc<str>>) {
         let old_owner = self.objects.slice_owner.get(key).cloned();
         for owner in [old_owner, new_owner].into_iter().flatten() {
             self.touch(SourceKey::Service(key.0.clone(), owner));
@@ -469,7 +651,80 @@ impl LiveZone {
         let mut snapshot =
             Snapshot::from_shards(self.shards.clone(), self.hasher.clone(), &self.settings);
         snapshot.set_build_duration(self.last.duration);
+        self.index_bytes = snapshot.stats().index_bytes;
         snapshot
+    }
+
+    /// Where the zone's heap goes; see [`MemoryReport`].
+    pub fn memory_report(&self) -> MemoryReport {
+        let objects = &self.objects;
+        let services = table(&objects.services)
+            + objects
+                .services
+                .values()
+                .map(|service| chunk(service.heap_bytes()))
+                .sum::<usize>();
+        let endpoint_slices = table(&objects.slices_by_service)
+            + table(&objects.slice_owner)
+            + objects
+                .slices_by_service
+                .values()
+                .map(|slices| {
+                    vec_bytes(slices)
+                        + slices
+                            .iter()
+                            .map(|slice| {
+                                chunk(size_of_val(&*slice.ports))
+                                    + chunk(size_of_val(&*slice.endpoints))
+                                    + slice
+                                        .endpoints
+                                        .iter()
+                                        .map(|endpoint| {
+                                            endpoint
+                                                .hostname
+                                                .as_ref()
+                                                .map_or(0, |name| chunk(name.len()))
+                                        })
+                                        .sum::<usize>()
+                            })
+                            .sum::<usize>()
+                })
+                .sum::<usize>();
+        let namespaces = chunk(objects.namespaces.capacity() * (size_of::<Arc<str>>() + 1))
+            + table(&objects.services_per_namespace);
+        let pods = table(&objects.pods)
+            + objects
+                .pods
+                .values()
+                .map(|pod| chunk(pod.heap_bytes()))
+                .sum::<usize>();
+        let sources = vec_bytes(&self.sources.keys)
+            + table(&self.sources.ids)
+            + vec_bytes(&self.sources.free);
+        let contributors = table(&self.contributors)
+            + self
+                .contributors
+                .values()
+                .map(Few::heap_bytes)
+                .sum::<usize>();
+        let dependencies = table(&self.dependents)
+            + self.dependents.values().map(Few::heap_bytes).sum::<usize>()
+            + table(&self.lookups_of)
+            + self.lookups_of.values().map(Few::heap_bytes).sum::<usize>();
+        MemoryReport {
+            services,
+            endpoint_slices,
+            namespaces,
+            pods,
+            interned_names: self.objects.interner.heap_bytes(),
+            sources,
+            contributors,
+            dependencies,
+            index: self.index_bytes,
+            service_count: objects.services.len(),
+            endpoint_slice_count: objects.slice_owner.len(),
+            name_count: self.contributors.len(),
+        }
     }
 
     fn hash(&self, name: &[u8]) -> u64 {
@@ -479,6 +734,8 @@ impl LiveZone {
     fn rebuild(&mut self) -> PublishStats {
         self.full_rebuild_pending = false;
         self.pending.clear();
+        // A relist may have replaced objects whose names nothing holds any more.
+        self.objects.interner.purge();
         self.sources = SourceTable::default();
         self.contributors.clear();
         self.dependents.clear();
@@ -494,10 +751,11 @@ impl LiveZone {
             let id = self.sources.id(&key);
             for (name, records) in part.names {
                 // Sources come in order, so each list stays sorted.
-                self.contributors
-                    .entry(self.hasher.hash_one(name.as_slice()))
-                    .or_default()
-                    .push(id);
+                push_to(
+                    &mut self.contributors,
+                    self.hasher.hash_one(name.as_slice()),
+                    id,
+                );
                 merged.entry(name).or_default().merge(&records);
             }
         }
@@ -547,19 +805,23 @@ impl LiveZone {
             let old_hashes: HashSet<u64> = old.names.keys().map(|name| self.hash(name)).collect();
             let new_hashes: HashSet<u64> = new.names.keys().map(|name| self.hash(name)).collect();
             let id = self.sources.id(&key);
-            for hash in old_hashes.difference(&new_hashes) {
-                if let Some(ids) = self.contributors.get_mut(hash) {
-                    ids.retain(|&other| other != id);
-                    if ids.is_empty() {
-                        self.contributors.remove(hash);
-                    }
-                }
+            for &hash in old_hashes.difference(&new_hashes) {
+                remove_from(&mut self.contributors, hash, id);
             }
             for &hash in new_hashes.difference(&old_hashes) {
-                let ids = self.contributors.entry(hash).or_default();
-                let sources = &self.sources;
-                let position = ids.partition_point(|&other| sources.key(other) < &key);
-                ids.insert(position, id);
+                match self.contributors.entry(hash) {
+                    Entry::Vacant(vacant) => {
+                        vacant.insert(Few::One(id));
+                    }
+                    Entry::Occupied(mut occupied) => {
+                        let sources = &self.sources;
+                        let position = occupied
+                            .get()
+                            .as_slice()
+                            .partition_point(|&other| sources.key(other) < &key);
+                        occupied.get_mut().insert(position, id);
+                    }
+                }
             }
             for (name, records) in &old.names {
                 if new.names.get(name) != Some(records) {
@@ -584,7 +846,7 @@ impl LiveZone {
         let mut to_encode = affected.clone();
         for name in &affected {
             if let Some(dependents) = self.dependents.get(&self.hash(name)) {
-                for &dependent in dependents {
+                for &dependent in dependents.as_slice() {
                     let shard = &self.shards[shard_of(dependent)];
                     to_encode.extend(
                         shard
@@ -671,35 +933,29 @@ fn read_hashes(hasher: &RandomState, owner: u64, read: Vec<Vec<u8>>) -> Vec<u64>
 }
 
 fn record_dependencies(
-    dependents: &mut HashMap<u64, Vec<u64>>,
-    lookups_of: &mut HashMap<u64, Vec<u64>>,
+    dependents: &mut HashMap<u64, Few<u64>>,
+    lookups_of: &mut HashMap<u64, Few<u64>>,
     owner: u64,
     read: Vec<u64>,
 ) {
-    if read.is_empty() {
-        return;
-    }
     for &target in &read {
-        dependents.entry(target).or_default().push(owner);
+        push_to(dependents, target, owner);
     }
-    lookups_of.insert(owner, read);
+    if let Some(read) = Few::from_vec(read) {
+        lookups_of.insert(owner, read);
+    }
 }
 
 fn forget_dependencies(
-    dependents: &mut HashMap<u64, Vec<u64>>,
-    lookups_of: &mut HashMap<u64, Vec<u64>>,
+    dependents: &mut HashMap<u64, Few<u64>>,
+    lookups_of: &mut HashMap<u64, Few<u64>>,
     owner: u64,
 ) {
     let Some(read) = lookups_of.remove(&owner) else {
         return;
     };
-    for target in read {
-        if let Some(list) = dependents.get_mut(&target) {
-            list.retain(|&dependent| dependent != owner);
-            if list.is_empty() {
-                dependents.remove(&target);
-            }
-        }
+    for &target in read.as_slice() {
+        remove_from(dependents, target, owner);
     }
 }
 
@@ -732,7 +988,7 @@ struct Merging<'a> {
     objects: &'a Objects,
     settings: &'a records::RecordSettings,
     sources: &'a SourceTable,
-    contributors: &'a HashMap<u64, Vec<u32>>,
+    contributors: &'a HashMap<u64, Few<u32>>,
     hasher: &'a RandomState,
     parts: RefCell<HashMap<u32, Rc<ZoneRecords>>>,
     looked_up: RefCell<Vec<Vec<u8>>>,
@@ -751,7 +1007,7 @@ impl Merging<'_> {
     fn merged(&self, name: &[u8]) -> Option<NameRecords> {
         let ids = self.contributors.get(&self.hasher.hash_one(name))?;
         let mut merged: Option<NameRecords> = None;
-        for &id in ids {
+        for &id in ids.as_slice() {
             if let Some(records) = self.part(id).names.get(name) {
                 merged.get_or_insert_default().merge(records);
             }
@@ -777,6 +1033,7 @@ mod tests {
     use hickory_proto::op::Message;
     use proptest::prelude::*;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     const NAMESPACES: [&str; 3] = ["default", "ns1", "kube-system"];
     const SERVICES: [&str; 4] = ["a", "b", "kube-dns", "web"];
@@ -851,7 +1108,7 @@ mod tests {
     }
 
     /// The objects a change writes, or (for deletions) the object it deletes.
-    fn object_of(change: &Change) -> (Object, bool) {
+    fn object_of(change: &Change) -> (KubeObject, bool) {
         match change {
             Change::Service {
                 namespace,
@@ -876,10 +1133,10 @@ mod tests {
                     _ => json!({"clusterIP": ip, "ports": port, "publishNotReadyAddresses": true}),
                 };
                 let service = example::service(NAMESPACES[*namespace], SERVICES[*name], spec);
-                (Object::Service(service), true)
+                (KubeObject::Service(service), true)
             }
             Change::DeleteService { namespace, name } => (
-                Object::Service(example::service(
+                KubeObject::Service(example::service(
                     NAMESPACES[*namespace],
                     SERVICES[*name],
                     json!({}),
@@ -906,7 +1163,7 @@ mod tests {
                     .collect();
                 let port_name = if *named_port { "http" } else { "" };
                 (
-                    Object::EndpointSlice(example::slice(
+                    KubeObject::EndpointSlice(example::slice(
                         NAMESPACES[*namespace],
                         &format!("slice-{slice}"),
                         SERVICES[*owner],
@@ -918,7 +1175,7 @@ mod tests {
                 )
             }
             Change::DeleteSlice { namespace, slice } => (
-                Object::EndpointSlice(example::slice(
+                KubeObject::EndpointSlice(example::slice(
                     NAMESPACES[*namespace],
                     &format!("slice-{slice}"),
                     "unused",
@@ -929,11 +1186,11 @@ mod tests {
                 false,
             ),
             Change::Namespace(index) => (
-                Object::Namespace(example::namespace(NAMESPACES[*index])),
+                KubeObject::Namespace(example::namespace(NAMESPACES[*index])),
                 true,
             ),
             Change::DeleteNamespace(index) => (
-                Object::Namespace(example::namespace(NAMESPACES[*index])),
+                KubeObject::Namespace(example::namespace(NAMESPACES[*index])),
                 false,
             ),
             Change::Pod {
@@ -941,7 +1198,7 @@ mod tests {
                 name,
                 address,
             } => (
-                Object::Pod(example::pod(
+                KubeObject::Pod(example::pod(
                     NAMESPACES[*namespace],
                     &format!("pod-{name}"),
                     &[&format!("10.0.0.{address}")],
@@ -949,7 +1206,7 @@ mod tests {
                 true,
             ),
             Change::DeletePod { namespace, name } => (
-                Object::Pod(example::pod(
+                KubeObject::Pod(example::pod(
                     NAMESPACES[*namespace],
                     &format!("pod-{name}"),
                     &[],
@@ -959,22 +1216,51 @@ mod tests {
         }
     }
 
+    /// A Kubernetes object as the watchers receive it.
+    #[derive(Clone, Debug)]
+    enum KubeObject {
+        Service(Arc<k8s_openapi::api::core::v1::Service>),
+        EndpointSlice(Arc<k8s_openapi::api::discovery::v1::EndpointSlice>),
+        Namespace(Arc<k8s_openapi::api::core::v1::Namespace>),
+        Pod(Arc<k8s_openapi::api::core::v1::Pod>),
+    }
+
+    impl KubeObject {
+        /// What the watchers hand the zone.
+        fn compact(&self) -> Object {
+            match self {
+                Self::Service(object) => Object::service(object),
+                Self::EndpointSlice(object) => Object::endpoint_slice(object),
+                Self::Namespace(object) => Object::namespace(object),
+                Self::Pod(object) => Object::pod(object),
+            }
+        }
+    }
+
+    fn object_key<K: kube::Resource>(object: &K) -> (String, String) {
+        let metadata = object.meta();
+        (
+            metadata.namespace.clone().unwrap_or_default(),
+            metadata.name.clone().unwrap_or_default(),
+        )
+    }
+
     /// The cluster as a plain map, to build the oracle from.
     #[derive(Default)]
-    struct Model(BTreeMap<(u8, String, String), Object>);
+    struct Model(BTreeMap<(u8, String, String), KubeObject>);
 
     impl Model {
-        fn key(object: &Object) -> (u8, String, String) {
+        fn key(object: &KubeObject) -> (u8, String, String) {
             let (kind, (namespace, name)) = match object {
-                Object::Service(object) => (0, object_key(&**object)),
-                Object::EndpointSlice(object) => (1, object_key(&**object)),
-                Object::Namespace(object) => (2, object_key(&**object)),
-                Object::Pod(object) => (3, object_key(&**object)),
+                KubeObject::Service(object) => (0, object_key(&**object)),
+                KubeObject::EndpointSlice(object) => (1, object_key(&**object)),
+                KubeObject::Namespace(object) => (2, object_key(&**object)),
+                KubeObject::Pod(object) => (3, object_key(&**object)),
             };
             (kind, namespace, name)
         }
 
-        fn apply(&mut self, object: &Object, exists: bool) {
+        fn apply(&mut self, object: &KubeObject, exists: bool) {
             if exists {
                 self.0.insert(Self::key(object), object.clone());
             } else {
@@ -986,10 +1272,10 @@ mod tests {
             let mut state = ClusterState::default();
             for object in self.0.values() {
                 match object {
-                    Object::Service(object) => state.services.push(object.clone()),
-                    Object::EndpointSlice(object) => state.endpoint_slices.push(object.clone()),
-                    Object::Namespace(object) => state.namespaces.push(object.clone()),
-                    Object::Pod(object) => state.pods.push(object.clone()),
+                    KubeObject::Service(object) => state.services.push(object.clone()),
+                    KubeObject::EndpointSlice(object) => state.endpoint_slices.push(object.clone()),
+                    KubeObject::Namespace(object) => state.namespaces.push(object.clone()),
+                    KubeObject::Pod(object) => state.pods.push(object.clone()),
                 }
             }
             state
@@ -1097,9 +1383,9 @@ mod tests {
                     let (object, exists) = object_of(change);
                     model.apply(&object, exists);
                     if exists {
-                        zone.apply(object);
+                        zone.apply(object.compact());
                     } else {
-                        zone.delete(&object);
+                        zone.delete(&object.compact());
                     }
                 }
                 let live = zone.publish();
@@ -1116,7 +1402,7 @@ mod tests {
         zone.publish();
         let before = zone.last_publish();
         assert!(before.full);
-        zone.apply(Object::EndpointSlice(example::slice(
+        zone.apply(Object::endpoint_slice(&example::slice(
             "default",
             "nginx-extra",
             "nginx",

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use crate::compact::{self, ServiceKind};
 use crate::wire::encode_name;
 
 /// The deprecated annotation that used to publish not-ready endpoints.
@@ -283,104 +284,46 @@ pub fn reverse_name(address: IpAddr) -> Option<Vec<u8>> {
     encode_name(&dotted)
 }
 
-fn is_dns_label(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 63
-        && text
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
-}
-
 /// One endpoint address as DNS sees it.
-struct PublishedEndpoint {
+struct PublishedEndpoint<'a> {
     address: IpAddr,
-    name: String,
+    name: Cow<'a, str>,
     has_hostname: bool,
-    /// Ports of the slice it came from: (name, lower-case protocol, port).
-    ports: Arc<Vec<(Option<String>, String, u16)>>,
+    /// Ports of the slice it came from.
+    ports: &'a [compact::Port],
 }
 
-fn published_endpoints(slices: &[&EndpointSlice], publish_all: bool) -> Vec<PublishedEndpoint> {
+fn published_endpoints<'a>(
+    slices: &[&'a compact::EndpointSlice],
+    publish_all: bool,
+) -> Vec<PublishedEndpoint<'a>> {
     let mut published = Vec::new();
     let mut seen = HashSet::new();
-    for slice in slices {
-        let family_ok = matches!(slice.address_type.as_str(), "IPv4" | "IPv6");
-        if !family_ok {
+    for (slice_index, slice) in slices.iter().enumerate() {
+        if !slice.ip_addresses {
             continue;
         }
-        let ports = Arc::new(
-            slice
-                .ports
-                .iter()
-                .flatten()
-                .filter_map(|port| {
-                    let number = u16::try_from(port.port?).ok()?;
-                    let protocol = port
-                        .protocol
-                        .as_deref()
-                        .unwrap_or("TCP")
-                        .to_ascii_lowercase();
-                    let name = port.name.clone().filter(|name| !name.is_empty());
-                    Some((name, protocol, number))
-                })
-                .collect::<Vec<_>>(),
-        );
-        for endpoint in slice.endpoints.iter().flatten() {
-            let ready = endpoint
-                .conditions
-                .as_ref()
-                .and_then(|conditions| conditions.ready)
-                .unwrap_or(true);
-            if !(ready || publish_all) {
+        for endpoint in slice.endpoints.iter() {
+            if !(endpoint.ready || publish_all) {
                 continue;
             }
-            let hostname = endpoint
-                .hostname
-                .as_deref()
-                .filter(|hostname| is_dns_label(hostname));
-            for text in &endpoint.addresses {
-                let Ok(address) = text.parse::<IpAddr>() else {
-                    continue;
-                };
-                let name = hostname
-                    .map(|hostname| hostname.to_ascii_lowercase())
-                    .unwrap_or_else(|| dashed_address(address));
-                // The same address may sit in two slices while the controller rebalances.
-                if !seen.insert((address, name.clone(), Arc::as_ptr(&ports) as usize)) {
-                    continue;
-                }
-                published.push(PublishedEndpoint {
-                    address,
-                    name,
-                    has_hostname: hostname.is_some(),
-                    ports: Arc::clone(&ports),
-                });
+            let name = match endpoint.hostname.as_deref() {
+                Some(hostname) => Cow::Borrowed(hostname),
+                None => Cow::Owned(dashed_address(endpoint.address)),
+            };
+            // The same address may sit in two slices while the controller rebalances.
+            if !seen.insert((endpoint.address, name.clone(), slice_index)) {
+                continue;
             }
+            published.push(PublishedEndpoint {
+                address: endpoint.address,
+                name,
+                has_hostname: endpoint.hostname.is_some(),
+                ports: &slice.ports,
+            });
         }
     }
     published
-}
-
-fn parse_addresses(texts: impl IntoIterator<Item = impl AsRef<str>>) -> Vec<IpAddr> {
-    let mut addresses = Vec::new();
-    for text in texts {
-        if let Ok(address) = text.as_ref().parse::<IpAddr>()
-            && !addresses.contains(&address)
-        {
-            addresses.push(address);
-        }
-    }
-    addresses
-}
-
-fn cluster_ips(service: &Service) -> Vec<IpAddr> {
-    let Some(spec) = &service.spec else {
-        return Vec::new();
-    };
-    match &spec.cluster_ips {
-        Some(list) if !list.is_empty() => parse_addresses(list),
-        _ => parse_addresses(spec.cluster_ip.iter()),
-    }
 }
 
 /// The cluster zone as typed in the settings, lower-cased and without the final dot.
@@ -393,16 +336,6 @@ fn empty_zone(settings: &RecordSettings) -> ZoneRecords {
         zone: encode_name(&zone_text(settings)).unwrap_or_else(|| vec![0]),
         names: HashMap::new(),
     }
-}
-
-/// `(namespace, name)` of an object, the order sources are read in (so that where several
-/// add to one name, e.g. a PTR, the result does not depend on the order the API listed them).
-fn sort_key<K: kube::Resource>(object: &K) -> (&str, &str) {
-    let metadata = object.meta();
-    (
-        metadata.namespace.as_deref().unwrap_or_default(),
-        metadata.name.as_deref().unwrap_or_default(),
-    )
 }
 
 /// The names that exist whatever the cluster holds: the apexes, `svc`, `pod`, `dns` and
@@ -454,25 +387,25 @@ fn add_namespace(
 
 /// The records of one Service given its EndpointSlices (sorted by name).
 pub fn service_part(
-    service: &Service,
-    slices: &[&EndpointSlice],
+    service: &compact::Service,
+    slices: &[&compact::EndpointSlice],
     settings: &RecordSettings,
 ) -> ZoneRecords {
     let mut records = empty_zone(settings);
-    if let (Some(namespace), Some(name)) = (
-        service.metadata.namespace.as_deref(),
-        service.metadata.name.as_deref(),
-    ) {
-        add_service(&mut records, service, namespace, name, slices, settings);
-    }
+    add_service(&mut records, service, slices, settings);
     records
 }
 
 /// `ns.dns.<zone>`: the addresses of `kube-system/kube-dns` if it has cluster IPs, else the
 /// configured fallback.
-pub fn nameserver_part(kube_dns: Option<&Service>, settings: &RecordSettings) -> ZoneRecords {
+pub fn nameserver_part(
+    kube_dns: Option<&compact::Service>,
+    settings: &RecordSettings,
+) -> ZoneRecords {
     let mut records = empty_zone(settings);
-    let addresses = kube_dns.map(cluster_ips).unwrap_or_default();
+    let addresses = kube_dns
+        .map(|service| service.cluster_ips.to_vec())
+        .unwrap_or_default();
     add_nameserver(&mut records, addresses, &zone_text(settings), settings);
     records
 }
@@ -494,7 +427,7 @@ fn add_nameserver(
 }
 
 /// The records of one Pod (verified pod mode only; empty otherwise).
-pub fn pod_part(pod: &Pod, settings: &RecordSettings) -> ZoneRecords {
+pub fn pod_part(pod: &compact::Pod, settings: &RecordSettings) -> ZoneRecords {
     let mut records = empty_zone(settings);
     if settings.pod_mode == PodMode::Verified {
         add_pod(&mut records, pod, &zone_text(settings));
@@ -502,8 +435,45 @@ pub fn pod_part(pod: &Pod, settings: &RecordSettings) -> ZoneRecords {
     records
 }
 
+/// The cluster objects of a [`ClusterState`] in the form the derivation reads.
+#[derive(Default)]
+pub struct CompactState {
+    pub services: Vec<compact::Service>,
+    pub endpoint_slices: Vec<compact::EndpointSlice>,
+    pub namespaces: Vec<Arc<str>>,
+    pub pods: Vec<compact::Pod>,
+}
+
+impl From<&ClusterState> for CompactState {
+    fn from(state: &ClusterState) -> Self {
+        Self {
+            services: state
+                .services
+                .iter()
+                .map(|service| (&**service).into())
+                .collect(),
+            endpoint_slices: state
+                .endpoint_slices
+                .iter()
+                .map(|slice| (&**slice).into())
+                .collect(),
+            namespaces: state
+                .namespaces
+                .iter()
+                .map(|namespace| compact::namespace_name(namespace))
+                .collect(),
+            pods: state.pods.iter().map(|pod| (&**pod).into()).collect(),
+        }
+    }
+}
+
 /// Collects every name and record of the zone from the cluster objects, from scratch.
 pub fn collect(state: &ClusterState, settings: &RecordSettings) -> ZoneRecords {
+    collect_compact(&CompactState::from(state), settings)
+}
+
+/// [`collect`] from objects already in compact form.
+pub fn collect_compact(state: &CompactState, settings: &RecordSettings) -> ZoneRecords {
     let zone_text = zone_text(settings);
     let zone = &zone_text;
     let mut records = fixed_part(settings);
@@ -511,61 +481,58 @@ pub fn collect(state: &ClusterState, settings: &RecordSettings) -> ZoneRecords {
     let mut namespaces: BTreeSet<&str> = state
         .namespaces
         .iter()
-        .filter_map(|namespace| namespace.metadata.name.as_deref())
+        .map(|namespace| &**namespace)
+        .filter(|namespace| !namespace.is_empty())
         .collect();
     for service in &state.services {
-        if let Some(namespace) = service.metadata.namespace.as_deref() {
-            namespaces.insert(namespace);
+        if !service.namespace.is_empty() {
+            namespaces.insert(&service.namespace);
         }
     }
     for namespace in &namespaces {
         add_namespace(&mut records, namespace, zone, settings);
     }
 
-    let mut slices_by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+    let mut slices_by_service: HashMap<(&str, &str), Vec<&compact::EndpointSlice>> = HashMap::new();
     for slice in &state.endpoint_slices {
-        let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
-        let Some(service) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|labels| labels.get(SERVICE_NAME_LABEL))
-        else {
+        let Some(service) = slice.service.as_deref() else {
             continue;
         };
         slices_by_service
-            .entry((namespace, service.as_str()))
+            .entry((&slice.namespace, service))
             .or_default()
             .push(slice);
     }
     for slices in slices_by_service.values_mut() {
-        slices.sort_by(|left, right| sort_key(*left).cmp(&sort_key(*right)));
+        slices.sort_by(|left, right| {
+            (&left.namespace, &left.name).cmp(&(&right.namespace, &right.name))
+        });
     }
 
-    let mut services: Vec<&Service> = state.services.iter().map(|service| &**service).collect();
-    services.sort_by(|left, right| sort_key(*left).cmp(&sort_key(*right)));
+    let mut services: Vec<&compact::Service> = state.services.iter().collect();
+    services
+        .sort_by(|left, right| (&left.namespace, &left.name).cmp(&(&right.namespace, &right.name)));
     let mut nameserver_addresses = Vec::new();
     for service in services {
-        let (Some(namespace), Some(name)) = (
-            service.metadata.namespace.as_deref(),
-            service.metadata.name.as_deref(),
-        ) else {
+        if service.namespace.is_empty() || service.name.is_empty() {
             continue;
-        };
-        if (namespace, name) == ("kube-system", "kube-dns") {
-            nameserver_addresses = cluster_ips(service);
+        }
+        if (&*service.namespace, &*service.name) == ("kube-system", "kube-dns") {
+            nameserver_addresses = service.cluster_ips.to_vec();
         }
         let slices = slices_by_service
-            .get(&(namespace, name))
+            .get(&(&*service.namespace, &*service.name))
             .map(Vec::as_slice)
             .unwrap_or_default();
-        add_service(&mut records, service, namespace, name, slices, settings);
+        add_service(&mut records, service, slices, settings);
     }
     add_nameserver(&mut records, nameserver_addresses, zone, settings);
 
     if settings.pod_mode == PodMode::Verified {
-        let mut pods: Vec<&Pod> = state.pods.iter().map(|pod| &**pod).collect();
-        pods.sort_by(|left, right| sort_key(*left).cmp(&sort_key(*right)));
+        let mut pods: Vec<&compact::Pod> = state.pods.iter().collect();
+        pods.sort_by(|left, right| {
+            (&left.namespace, &left.name).cmp(&(&right.namespace, &right.name))
+        });
         for pod in pods {
             add_pod(&mut records, pod, zone);
         }
@@ -575,48 +542,41 @@ pub fn collect(state: &ClusterState, settings: &RecordSettings) -> ZoneRecords {
 
 fn add_service(
     records: &mut ZoneRecords,
-    service: &Service,
-    namespace: &str,
-    name: &str,
-    slices: &[&EndpointSlice],
+    service: &compact::Service,
+    slices: &[&compact::EndpointSlice],
     settings: &RecordSettings,
 ) {
-    let zone = zone_text(settings);
-    let Some(spec) = &service.spec else {
+    let (namespace, name) = (&*service.namespace, &*service.name);
+    if namespace.is_empty() || name.is_empty() {
         return;
-    };
+    }
+    let zone = zone_text(settings);
     let Some(service_name) = zone_name(&[name, namespace, "svc"], &zone) else {
         return;
     };
-    if spec.type_.as_deref() == Some("ExternalName") {
-        let target = spec
-            .external_name
-            .as_deref()
-            .unwrap_or_default()
-            .trim_end_matches('.');
-        if target.parse::<IpAddr>().is_ok() {
-            tracing::warn!(
-                service = %format!("{namespace}/{name}"),
-                target,
-                "ExternalName holds an IP address; DNS cannot alias to an address, so the name answers NXDOMAIN"
-            );
+    let headless = match &service.kind {
+        ServiceKind::Unspecified => return,
+        ServiceKind::ExternalName(target) => {
+            let target = target.trim_end_matches('.');
+            if target.parse::<IpAddr>().is_ok() {
+                tracing::warn!(
+                    service = %format!("{namespace}/{name}"),
+                    target,
+                    "ExternalName holds an IP address; DNS cannot alias to an address, so the name answers NXDOMAIN"
+                );
+                return;
+            }
+            if let Some(target) = encode_name(target).filter(|target| target.len() > 1) {
+                records.entry(service_name).alias = Some(target);
+            }
             return;
         }
-        if let Some(target) = encode_name(target).filter(|target| target.len() > 1) {
-            records.entry(service_name).alias = Some(target);
-        }
-        return;
-    }
+        ServiceKind::Headless => true,
+        ServiceKind::ClusterIp => false,
+    };
 
-    let headless = spec.cluster_ip.as_deref() == Some("None");
-    let publish_all = spec.publish_not_ready_addresses == Some(true)
-        || (settings.tolerate_unready_annotation
-            && service
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|annotations| annotations.get(TOLERATE_UNREADY_ANNOTATION))
-                .is_some_and(|value| value == "true"));
+    let publish_all = service.publish_not_ready_addresses
+        || (settings.tolerate_unready_annotation && service.tolerate_unready_annotation);
     let endpoints = published_endpoints(slices, publish_all);
 
     if headless && endpoints.is_empty() {
@@ -625,27 +585,25 @@ fn add_service(
     records.entry(service_name.clone()).rotate = headless;
 
     if !headless {
-        for address in cluster_ips(service) {
+        for &address in service.cluster_ips.iter() {
             records.add_ip(service_name.clone(), address);
             records.add_pointer(address, service_name.clone(), false);
         }
-        for port in spec.ports.iter().flatten() {
-            let Ok(number) = u16::try_from(port.port) else {
-                continue;
-            };
+        for port in service.ports.iter() {
             let record = ServiceRecord {
-                port: number,
+                port: port.number,
                 target: service_name.clone(),
             };
             records.add_service_record(service_name.clone(), record.clone());
-            if let Some(port_name) = port.name.as_deref().filter(|name| !name.is_empty()) {
-                let protocol = port
-                    .protocol
-                    .as_deref()
-                    .unwrap_or("TCP")
-                    .to_ascii_lowercase();
+            if let Some(port_name) = port.name.as_deref() {
                 add_port_names(
-                    records, port_name, &protocol, name, namespace, &zone, record,
+                    records,
+                    port_name,
+                    &port.protocol,
+                    name,
+                    namespace,
+                    &zone,
+                    record,
                 );
             }
         }
@@ -666,15 +624,23 @@ fn add_service(
             endpoint_name.clone(),
             endpoint.has_hostname,
         );
-        for (port_name, protocol, number) in endpoint.ports.iter() {
+        for port in endpoint.ports {
             let record = ServiceRecord {
-                port: *number,
+                port: port.number,
                 target: endpoint_name.clone(),
             };
             records.add_service_record(service_name.clone(), record.clone());
             records.add_service_record(endpoint_name.clone(), record.clone());
-            if let Some(port_name) = port_name {
-                add_port_names(records, port_name, protocol, name, namespace, &zone, record);
+            if let Some(port_name) = port.name.as_deref() {
+                add_port_names(
+                    records,
+                    port_name,
+                    &port.protocol,
+                    name,
+                    namespace,
+                    &zone,
+                    record,
+                );
             }
         }
     }
@@ -702,25 +668,12 @@ fn add_port_names(
     }
 }
 
-fn add_pod(records: &mut ZoneRecords, pod: &Pod, zone: &str) {
-    if pod.metadata.deletion_timestamp.is_some() {
+fn add_pod(records: &mut ZoneRecords, pod: &compact::Pod, zone: &str) {
+    if pod.namespace.is_empty() {
         return;
     }
-    let Some(namespace) = pod.metadata.namespace.as_deref() else {
-        return;
-    };
-    let Some(status) = &pod.status else {
-        return;
-    };
-    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
-        return;
-    }
-    let addresses = match &status.pod_ips {
-        Some(list) if !list.is_empty() => parse_addresses(list.iter().map(|ip| ip.ip.as_str())),
-        _ => parse_addresses(status.pod_ip.iter()),
-    };
-    for address in addresses {
-        if let Some(name) = zone_name(&[&dashed_address(address), namespace, "pod"], zone) {
+    for &address in pod.addresses.iter() {
+        if let Some(name) = zone_name(&[&dashed_address(address), &pod.namespace, "pod"], zone) {
             records.add_ip(name, address);
         }
     }

@@ -1,38 +1,52 @@
 //! The API side: list/watch Services, EndpointSlices, Namespaces (and Pods in verified mode)
 //! and keep the served snapshot current through a [`LiveZone`].
 //!
-//! Data flow: one watcher task per kind trims each object to the fields DNS reads (the rest,
-//! managedFields above all, would dominate resident memory) and sends it down one channel.
-//! The update loop waits for the first complete list of every kind (until then the server
-//! answers SERVFAIL in the zone), builds the zone in full, publishes, and from then on takes
-//! whatever events are queued — all of them, without waiting for more — applies them to the
-//! zone and publishes once. A burst that arrives while an update runs is therefore one update,
-//! and a lone change is published as soon as it is read: there is no debounce delay.
+//! Data flow: one watcher task per kind converts each object, as it arrives, into the compact
+//! form of [`crate::compact`] (the Kubernetes structure is dropped right after) and sends it
+//! down one channel. One dedicated thread owns the [`LiveZone`]: it waits for the first
+//! complete list of every kind (until then the server answers SERVFAIL in the zone), builds
+//! the zone in full, publishes, and from then on takes whatever events are queued — all of
+//! them, without waiting for more — applies them to the zone and publishes once. A burst that
+//! arrives while an update runs is therefore one update, and a lone change is published as
+//! soon as it is read: there is no debounce delay. The async side hands each snapshot to the
+//! server.
+//!
+//! Why one thread: glibc's allocator gives each thread its own arena, and memory freed by
+//! one thread goes back to the arena that allocated it. When full rebuilds ran on a blocking
+//! pool thread and updates on a runtime worker, each arena kept the other's holes; with every
+//! zone allocation on one thread there is one arena to reuse. After each full rebuild the
+//! freed heap (the list's transient objects, the previous index) is handed back to the
+//! operating system (`malloc_trim`), and lists are read in pages of [`LIST_PAGE_SIZE`] so
+//! that the transient peak of a relist stays small.
 //!
 //! When the API server goes away the watchers retry with backoff while the zone, and so the
 //! served snapshot, keeps the last good data. A relist after reconnecting replaces that kind's
-//! objects and rebuilds the zone in full (on a blocking thread, as it takes about a second on
-//! a cluster of 10,000 services).
+//! objects and rebuilds the zone in full (about a second on a cluster of 10,000 services,
+//! during which the previous snapshot keeps serving).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod, PodStatus, Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::live::{Kind, LiveZone, Object};
-use crate::records::{PodMode, SERVICE_NAME_LABEL, TOLERATE_UNREADY_ANNOTATION};
+use crate::live::{Kind, LiveZone, MemoryReport, Object, PublishStats};
+use crate::records::PodMode;
 use crate::server::DnsServer;
 use crate::snapshot::Snapshot;
 use crate::{DnsConfig, Error};
+
+/// Objects per list request. kube's default of 500 EndpointSlices is a few megabytes of JSON
+/// and parsed objects at once; smaller pages cost a few more round trips at sync time.
+pub const LIST_PAGE_SIZE: u32 = 100;
 
 /// What the watcher tasks report to the update loop.
 enum Update {
@@ -45,29 +59,27 @@ enum Update {
 fn spawn_watcher<K>(
     api: Api<K>,
     kind: Kind,
-    wrap: fn(Arc<K>) -> Object,
-    trim: fn(&mut K),
+    convert: fn(&K) -> Object,
     updates: mpsc::UnboundedSender<Update>,
 ) -> tokio::task::JoinHandle<()>
 where
     K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(trim);
+    let stream =
+        watcher(api, watcher::Config::default().page_size(LIST_PAGE_SIZE)).default_backoff();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut listed = Vec::new();
         while let Some(event) = stream.next().await {
             let update = match event {
-                Ok(watcher::Event::Apply(object)) => Update::Applied(wrap(Arc::new(object))),
-                Ok(watcher::Event::Delete(object)) => Update::Deleted(wrap(Arc::new(object))),
+                Ok(watcher::Event::Apply(object)) => Update::Applied(convert(&object)),
+                Ok(watcher::Event::Delete(object)) => Update::Deleted(convert(&object)),
                 Ok(watcher::Event::Init) => {
                     listed.clear();
                     continue;
                 }
                 Ok(watcher::Event::InitApply(object)) => {
-                    listed.push(wrap(Arc::new(object)));
+                    listed.push(convert(&object));
                     continue;
                 }
                 Ok(watcher::Event::InitDone) => Update::Relisted(kind, std::mem::take(&mut listed)),
@@ -81,102 +93,6 @@ where
             }
         }
     })
-}
-
-/// Keeps only name and namespace (plus what `keep` picks) of an object's metadata.
-fn trim_metadata(
-    metadata: &mut ObjectMeta,
-    keep_label: Option<&str>,
-    keep_annotation: Option<&str>,
-) {
-    let pick = |map: Option<BTreeMap<String, String>>, key: Option<&str>| {
-        let (key, value) = map?.remove_entry(key?)?;
-        Some(BTreeMap::from([(key, value)]))
-    };
-    *metadata = ObjectMeta {
-        name: metadata.name.take(),
-        namespace: metadata.namespace.take(),
-        deletion_timestamp: metadata.deletion_timestamp.take(),
-        labels: pick(metadata.labels.take(), keep_label),
-        annotations: pick(metadata.annotations.take(), keep_annotation),
-        ..ObjectMeta::default()
-    };
-}
-
-fn trim_service(service: &mut Service) {
-    trim_metadata(
-        &mut service.metadata,
-        None,
-        Some(TOLERATE_UNREADY_ANNOTATION),
-    );
-    service.status = None;
-    service.spec = service.spec.take().map(|spec| ServiceSpec {
-        type_: spec.type_,
-        cluster_ip: spec.cluster_ip,
-        cluster_ips: spec.cluster_ips,
-        external_name: spec.external_name,
-        publish_not_ready_addresses: spec.publish_not_ready_addresses,
-        ports: spec.ports.map(|ports| {
-            ports
-                .into_iter()
-                .map(|port| ServicePort {
-                    name: port.name,
-                    port: port.port,
-                    protocol: port.protocol,
-                    ..ServicePort::default()
-                })
-                .collect()
-        }),
-        ..ServiceSpec::default()
-    });
-}
-
-fn trim_endpoint_slice(slice: &mut EndpointSlice) {
-    trim_metadata(&mut slice.metadata, Some(SERVICE_NAME_LABEL), None);
-    if let Some(endpoints) = &mut slice.endpoints {
-        for endpoint in endpoints.iter_mut() {
-            *endpoint = Endpoint {
-                addresses: std::mem::take(&mut endpoint.addresses),
-                conditions: endpoint
-                    .conditions
-                    .take()
-                    .map(|conditions| EndpointConditions {
-                        ready: conditions.ready,
-                        ..EndpointConditions::default()
-                    }),
-                hostname: endpoint.hostname.take(),
-                ..Endpoint::default()
-            };
-        }
-        endpoints.shrink_to_fit();
-    }
-    if let Some(ports) = &mut slice.ports {
-        for port in ports.iter_mut() {
-            *port = EndpointPort {
-                name: port.name.take(),
-                port: port.port,
-                protocol: port.protocol.take(),
-                ..EndpointPort::default()
-            };
-        }
-    }
-}
-
-fn trim_namespace(namespace: &mut Namespace) {
-    trim_metadata(&mut namespace.metadata, None, None);
-    namespace.spec = None;
-    namespace.status = None;
-}
-
-fn trim_pod(pod: &mut Pod) {
-    trim_metadata(&mut pod.metadata, None, None);
-    pod.spec = None;
-    pod.status = pod.status.take().map(|status| PodStatus {
-        phase: status.phase,
-        pod_ip: status.pod_ip,
-        pod_ips: status.pod_ips,
-        ..PodStatus::default()
-    });
 }
 
 /// Runs the DNS server against the API server `client` talks to, until `shutdown` resolves:
@@ -205,27 +121,24 @@ pub async fn watch(
     config: &DnsConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let (sender, mut updates) = mpsc::unbounded_channel();
+    let (sender, updates) = mpsc::unbounded_channel();
     let mut tasks = vec![
         spawn_watcher(
             Api::<Service>::all(client.clone()),
             Kind::Service,
-            Object::Service,
-            trim_service,
+            Object::service,
             sender.clone(),
         ),
         spawn_watcher(
             Api::<EndpointSlice>::all(client.clone()),
             Kind::EndpointSlice,
-            Object::EndpointSlice,
-            trim_endpoint_slice,
+            Object::endpoint_slice,
             sender.clone(),
         ),
         spawn_watcher(
             Api::<Namespace>::all(client.clone()),
             Kind::Namespace,
-            Object::Namespace,
-            trim_namespace,
+            Object::namespace,
             sender.clone(),
         ),
     ];
@@ -234,22 +147,54 @@ pub async fn watch(
         tasks.push(spawn_watcher(
             Api::<Pod>::all(client),
             Kind::Pod,
-            Object::Pod,
-            trim_pod,
+            Object::pod,
             sender.clone(),
         ));
         unlisted.insert(Kind::Pod);
     }
     drop(sender);
 
-    let mut zone = LiveZone::new(config.snapshot_settings());
+    let (published_sender, mut published) = mpsc::unbounded_channel();
+    let zone = LiveZone::new(config.snapshot_settings());
+    let zone_thread = std::thread::Builder::new()
+        .name("hollow-dns-zone".to_owned())
+        .spawn(move || keep_zone(zone, updates, unlisted, published_sender))
+        .map_err(Error::io("starting the DNS zone thread"))?;
+
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let first = tokio::select! {
-            update = updates.recv() => update,
+        let next = tokio::select! {
+            next = published.recv() => next,
             _ = &mut shutdown => break,
         };
-        let Some(first) = first else { break };
+        let Some((snapshot, stats)) = next else { break };
+        if stats.full {
+            server.record_rebuild(stats.duration);
+        } else {
+            server.record_update(stats.duration);
+        }
+        server.publish(snapshot);
+    }
+    for task in tasks {
+        task.abort();
+    }
+    // With the watchers gone the update channel closes and the zone thread ends (after any
+    // rebuild in progress).
+    drop(published);
+    let _ = tokio::task::spawn_blocking(move || zone_thread.join()).await;
+    Ok(())
+}
+
+/// The zone thread: applies every queued update, publishes once per batch, sends each
+/// snapshot to the async side. Ends when the watchers or the async side go away.
+fn keep_zone(
+    mut zone: LiveZone,
+    mut updates: mpsc::UnboundedReceiver<Update>,
+    mut unlisted: HashSet<Kind>,
+    published: mpsc::UnboundedSender<(Snapshot, PublishStats)>,
+) {
+    let mut last_report = Instant::now();
+    while let Some(first) = updates.blocking_recv() {
         let mut next = Some(first);
         while let Some(update) = next {
             match update {
@@ -265,49 +210,70 @@ pub async fn watch(
         if !unlisted.is_empty() || !zone.has_changes() {
             continue;
         }
-        let (returned, published) = if zone.full_rebuild_pending() {
-            let built = tokio::task::spawn_blocking(move || {
-                let snapshot = publish_catching_panics(&mut zone);
-                (zone, snapshot)
-            })
-            .await;
-            match built {
-                Ok(built) => built,
-                Err(error) => std::panic::resume_unwind(error.into_panic()),
-            }
-        } else {
-            let snapshot = publish_catching_panics(&mut zone);
-            (zone, snapshot)
-        };
-        zone = returned;
-        let Some(snapshot) = published else {
+        let Some(snapshot) = publish_catching_panics(&mut zone) else {
             // The server keeps answering from the previous snapshot; the next event retries
             // with a full rebuild, since a half-done publish leaves the bookkeeping unreliable.
             zone.request_full_rebuild();
             continue;
         };
-        let published = zone.last_publish();
-        if published.full {
-            server.record_rebuild(published.duration);
-        } else {
-            server.record_update(published.duration);
-        }
-        let stats = snapshot.stats();
+        let stats = zone.last_publish();
         tracing::debug!(
-            full = published.full,
-            names = stats.names,
-            encoded = published.names_encoded,
-            shards = published.shards_repacked,
-            took = ?published.duration,
+            full = stats.full,
+            names = snapshot.stats().names,
+            encoded = stats.names_encoded,
+            shards = stats.shards_repacked,
+            took = ?stats.duration,
             "snapshot published"
         );
-        server.publish(snapshot);
+        if published.send((snapshot, stats)).is_err() {
+            return;
+        }
+        if stats.full {
+            release_free_heap();
+        }
+        if stats.full || last_report.elapsed() >= MEMORY_REPORT_INTERVAL {
+            let report = zone.memory_report();
+            tracing::debug!(memory = %report, "DNS zone memory");
+            *LAST_MEMORY_REPORT
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report);
+            last_report = Instant::now();
+        }
     }
-    for task in tasks {
-        task.abort();
-    }
-    Ok(())
 }
+
+/// How often the zone thread refreshes [`zone_memory_report`] between full rebuilds (it walks
+/// every object, a few milliseconds on a large cluster).
+const MEMORY_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+static LAST_MEMORY_REPORT: Mutex<Option<MemoryReport>> = Mutex::new(None);
+
+/// Where the heap of this process's watch-fed zone goes, as of its last full rebuild or at
+/// most a few seconds old (`None` before the first sync). For benchmarks and diagnostics.
+pub fn zone_memory_report() -> Option<MemoryReport> {
+    *LAST_MEMORY_REPORT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Hands the allocator's free pages back to the operating system. A full rebuild frees the
+/// list's transient objects and the previous index at once; glibc keeps such memory mapped
+/// (and counted as resident) until told otherwise.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn release_free_heap() {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    // SAFETY: glibc's malloc_trim only walks the allocator's own free lists and returns
+    // unused pages with madvise; it has no preconditions and touches no memory we own.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_heap() {}
 
 /// Publishes `zone`, turning a panic (a bug in deriving or encoding some object) into a
 /// logged error so that one bad object cannot take the DNS server down.
