@@ -268,13 +268,16 @@ pub struct Interner {
 }
 
 impl Interner {
-    /// The shared copy of `name`.
+    /// The shared copy of `name`. A new name is copied rather than kept: `name` was
+    /// allocated by a watcher thread among that event's transient data, and a long-lived
+    /// allocation there would pin that heap page (the zone copies objects likewise).
     pub fn intern(&mut self, name: &Arc<str>) -> Arc<str> {
         if let Some(shared) = self.names.get(&**name) {
             return Arc::clone(shared);
         }
-        self.names.insert(Arc::clone(name));
-        Arc::clone(name)
+        let shared: Arc<str> = Arc::from(&**name);
+        self.names.insert(Arc::clone(&shared));
+        shared
     }
 
     /// Forgets names nothing else holds any more.

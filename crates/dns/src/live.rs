@@ -11,17 +11,24 @@
 //! what the full build produces, which the property test at the bottom checks.
 //!
 //! Parts are not stored (they would double the memory of the served index); they are
-//! recomputed from the trimmed objects when needed, which costs microseconds per Service.
-//! What is stored:
+//! recomputed from the compact records when needed, which costs microseconds per Service.
+//! What is stored, each sized for a cluster of ~90,000 names:
 //!
-//! * the objects, trimmed to what DNS reads (see `watch.rs`);
-//! * `contributors`: keyed hash of a name → ids of the sources whose part has it, sorted in
-//!   source order. Only hashes, not names: a 64-bit keyed hash collision merely makes a merge
-//!   look at one source too many (merging reads the part's name itself);
+//! * the objects as [`crate::compact`] records, converted by the watchers (the Kubernetes
+//!   structures are dropped right after each event), with namespace and object names interned
+//!   so that records, map keys and source keys share one allocation per name; a Service's
+//!   slices sit in a sorted `Vec` (a `BTreeMap` leaf reserves room for 11 of them);
+//! * `contributors`: keyed hash of a name → ids (`u32`) of the sources whose part has it,
+//!   sorted in source order. Only hashes, not names: a 64-bit keyed hash collision merely
+//!   makes a merge look at one source too many (merging reads the part's name itself). The
+//!   lists are `Few`: inline when there is one id, as for nearly every name;
 //! * `dependents`: hash of a name → hashes of names whose *encoding* read it (SRV targets'
 //!   addresses in the additional section, chased in-zone aliases, NS glue), so a name whose
-//!   records change also re-encodes every answer that embeds them;
+//!   records change also re-encodes every answer that embeds them (and `lookups_of`, its
+//!   reverse, to forget them), also as `Few` lists;
 //! * the shards themselves, which hold the encoded answers.
+//!
+//! [`LiveZone::memory_report`] estimates each of these from lengths and capacities.
 //!
 //! # One update
 //!
@@ -234,14 +241,29 @@ impl Objects {
         }
     }
 
-    /// Interns the names of `object`, so that it shares them with everything else.
+    /// Interns the names of `object`, so that it shares them with everything else, and
+    /// copies the rest into allocations of this thread.
+    ///
+    /// Why copy: the watcher converted `object` on a runtime thread, whose glibc arena also
+    /// held the event's JSON and Kubernetes structure. Kept there, the small long-lived
+    /// records would sit scattered among freed pages that `malloc_trim` then cannot return;
+    /// copied here (the zone thread) the runtime's arena empties entirely between events.
     fn intern(&mut self, object: &mut Object) {
         let interner = &mut self.interner;
         match object {
-            Object::Service(service) => service.intern(interner),
-            Object::EndpointSlice(slice) => slice.intern(interner),
+            Object::Service(service) => {
+                *service = service.clone();
+                service.intern(interner);
+            }
+            Object::EndpointSlice(slice) => {
+                *slice = slice.clone();
+                slice.intern(interner);
+            }
             Object::Namespace(name) => *name = interner.intern(name),
-            Object::Pod(pod) => pod.intern(interner),
+            Object::Pod(pod) => {
+                *pod = pod.clone();
+                pod.intern(interner);
+            }
         }
     }
 }

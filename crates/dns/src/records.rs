@@ -1,8 +1,10 @@
-//! From Kubernetes objects to the set of DNS names and records the zone holds.
+//! From cluster objects to the set of DNS names and records the zone holds.
 //!
-//! This is the build side of a snapshot, run after every (debounced) change; it may allocate
-//! freely. The result, [`ZoneRecords`], is a map from lower-case wire names to the plain
-//! records at that name, which [`crate::snapshot`] then encodes into the compact query index.
+//! This is the build side of a snapshot: per source for an incremental update, over the whole
+//! cluster for a full build; it may allocate freely. It reads the [`crate::compact`] form of
+//! the objects ([`collect`] converts a [`ClusterState`] of Kubernetes objects first). The
+//! result, [`ZoneRecords`], is a map from lower-case wire names to the plain records at that
+//! name, which [`crate::snapshot`] then encodes into the compact query index.
 //!
 //! Choices where the Kubernetes DNS specification 1.1.0 and CoreDNS differ (dns-spec.md §16):
 //!

@@ -225,11 +225,12 @@ fn keep_zone(
             took = ?stats.duration,
             "snapshot published"
         );
+        if stats.full {
+            // Before publishing, so that whoever sees the synced zone sees its memory settled.
+            release_free_heap();
+        }
         if published.send((snapshot, stats)).is_err() {
             return;
-        }
-        if stats.full {
-            release_free_heap();
         }
         if stats.full || last_report.elapsed() >= MEMORY_REPORT_INTERVAL {
             let report = zone.memory_report();
