@@ -22,14 +22,17 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
-use std::sync::{PoisonError, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
 
+use crate::wal::{Log, LogBatch, LogEntry};
 use crate::{
     Encoder, Error, Event, EventKind, Page, Precondition, Record, Result, Revision, Write,
 };
@@ -197,12 +200,11 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION_KEY: &str = "revision";
 const RECORD_HEADER_LEN: usize = 16;
 
-fn encode_record(record: &Record) -> Vec<u8> {
-    let mut stored = Vec::with_capacity(RECORD_HEADER_LEN + record.value.len());
+fn encode_record_into(record: &Record, stored: &mut Vec<u8>) {
+    stored.clear();
     stored.extend_from_slice(&record.create_revision.to_le_bytes());
     stored.extend_from_slice(&record.mod_revision.to_le_bytes());
     stored.extend_from_slice(&record.value);
-    stored
 }
 
 fn decode_record(key: &str, stored: &[u8]) -> Result<Record> {
@@ -222,15 +224,87 @@ fn decode_record(key: &str, stored: &[u8]) -> Result<Record> {
     })
 }
 
-/// The persistent engine: one redb database file.
+/// How a [`RedbBackend`] makes its commits durable.
+#[derive(Clone, Debug)]
+pub struct RedbOptions {
+    /// Make each batch durable with one append + `fdatasync` of a write-ahead log and commit
+    /// redb without syncing, checkpointing it every `checkpoint_interval`. Without it, every
+    /// batch is a durable (fsynced) redb commit.
+    pub write_ahead_log: bool,
+    /// How long redb may go without a durable commit while the log covers it. Longer means
+    /// fewer redb fsyncs, but a longer log to keep and to replay after a crash.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        Self {
+            write_ahead_log: true,
+            checkpoint_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// How often a [`RedbBackend`] has synced, for benchmarks and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Write-ahead log appends (one `fdatasync` each).
+    pub log_syncs: u64,
+    /// Durable redb commits: checkpoints, or every commit without a log.
+    pub durable_commits: u64,
+}
+
+/// The persistent engine: one redb database file, plus a write-ahead log directory beside it
+/// (`<file>-wal/`, see [`RedbOptions`]).
 pub struct RedbBackend {
     database: Database,
+    /// Only the writer thread commits, so this lock is never contended; it just lets
+    /// [`Backend::commit`] take `&self`.
+    committer: Mutex<Committer>,
+    log_syncs: AtomicU64,
+    durable_commits: AtomicU64,
+}
+
+struct Committer {
+    /// Reused for every record redb stores, so an insert allocates nothing of ours.
+    record: Vec<u8>,
+    log: Option<LogState>,
+    checkpoint_interval: Duration,
+}
+
+struct LogState {
+    log: Log,
+    batch: LogBatch,
+    last_checkpoint: Instant,
+    /// Set when an append or the redb commit after it failed: the log and redb may disagree on
+    /// what a revision holds, so nothing more is written until the store is reopened (which
+    /// replays the log).
+    broken: Option<String>,
 }
 
 impl RedbBackend {
-    /// Opens the database at `path`, creating it (and its tables) if it does not exist. An
-    /// existing file resumes at its stored revision.
+    /// Opens the database at `path` with the default [`RedbOptions`] (write-ahead log on),
+    /// creating it (and its tables) if it does not exist. An existing file resumes at its stored
+    /// revision, after replaying any log entries a crash left newer than redb's last durable
+    /// commit.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, RedbOptions::default())
+    }
+
+    /// Opens the database at `path` without a write-ahead log: one durable redb commit per
+    /// batch. A log left by an earlier open is still replayed.
+    pub fn open_fsync_per_commit(path: &Path) -> Result<Self> {
+        Self::open_with(
+            path,
+            RedbOptions {
+                write_ahead_log: false,
+                ..RedbOptions::default()
+            },
+        )
+    }
+
+    /// Opens the database at `path` with `options`.
+    pub fn open_with(path: &Path, options: RedbOptions) -> Result<Self> {
         let database = Database::create(path).map_err(backend_error)?;
         let transaction = database.begin_write().map_err(backend_error)?;
         {
@@ -242,14 +316,75 @@ impl RedbBackend {
             }
         }
         transaction.commit().map_err(backend_error)?;
-        Ok(Self { database })
+
+        let log_directory = log_directory(path);
+        let durable_revision = read_revision(&database)?;
+        let replay = Log::recover(&log_directory, durable_revision)?;
+        if !replay.is_empty() {
+            replay_into(&database, replay)?;
+        }
+        // Everything the log held is now in a durable redb commit.
+        let log = if options.write_ahead_log {
+            Some(LogState {
+                log: Log::start_fresh(&log_directory)?,
+                batch: LogBatch::default(),
+                last_checkpoint: Instant::now(),
+                broken: None,
+            })
+        } else {
+            Log::start_fresh(&log_directory)?;
+            let _ = std::fs::remove_dir(&log_directory);
+            None
+        };
+        Ok(Self {
+            database,
+            committer: Mutex::new(Committer {
+                record: Vec::new(),
+                log,
+                checkpoint_interval: options.checkpoint_interval,
+            }),
+            log_syncs: AtomicU64::new(0),
+            durable_commits: AtomicU64::new(0),
+        })
     }
 
-    /// Applies the batch inside `transaction`; returns the outcomes and whether anything changed.
+    /// How often this backend has synced since it was opened.
+    pub fn sync_stats(&self) -> SyncStats {
+        SyncStats {
+            log_syncs: self.log_syncs.load(Ordering::Relaxed),
+            durable_commits: self.durable_commits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Makes every commit so far durable in redb itself and deletes the log segments that made
+    /// them durable before. The active segment stays (it is preallocated) and is skipped on
+    /// replay. Periodic checkpoints do the same; this is for shutdown and tests.
+    pub fn checkpoint(&self) -> Result<()> {
+        let mut committer = self
+            .committer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut transaction = self.database.begin_write().map_err(backend_error)?;
+        transaction
+            .set_durability(Durability::Immediate)
+            .map_err(backend_error)?;
+        transaction.commit().map_err(backend_error)?;
+        self.durable_commits.fetch_add(1, Ordering::Relaxed);
+        if let Some(log) = committer.log.as_mut() {
+            log.last_checkpoint = Instant::now();
+            log.log.remove_covered_segments(false)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the batch inside `transaction`, adding each change to `log_batch` if given;
+    /// returns the outcomes and the revisions before and after the batch.
     fn apply_batch(
         transaction: &WriteTransaction,
         writes: Vec<Write>,
-    ) -> Result<(Vec<Result<Event>>, bool)> {
+        stored: &mut Vec<u8>,
+        mut log_batch: Option<&mut LogBatch>,
+    ) -> Result<(Vec<Result<Event>>, Revision, Revision)> {
         let mut meta = transaction.open_table(META).map_err(backend_error)?;
         let mut records = transaction.open_table(RECORDS).map_err(backend_error)?;
         let start = meta
@@ -268,12 +403,24 @@ impl RedbBackend {
                 Ok((mutation, event)) => {
                     match mutation {
                         Mutation::Put(record) => {
+                            encode_record_into(&record, stored);
                             records
-                                .insert(event.key.as_str(), encode_record(&record).as_slice())
+                                .insert(event.key.as_str(), stored.as_slice())
                                 .map_err(backend_error)?;
+                            if let Some(log_batch) = log_batch.as_deref_mut() {
+                                log_batch.put(
+                                    record.mod_revision,
+                                    record.create_revision,
+                                    &record.key,
+                                    &record.value,
+                                );
+                            }
                         }
                         Mutation::Delete => {
                             records.remove(event.key.as_str()).map_err(backend_error)?;
+                            if let Some(log_batch) = log_batch.as_deref_mut() {
+                                log_batch.delete(event.revision, &event.key);
+                            }
                         }
                     }
                     revision += 1;
@@ -285,19 +432,104 @@ impl RedbBackend {
         if revision != start {
             meta.insert(REVISION_KEY, revision).map_err(backend_error)?;
         }
-        Ok((outcomes, revision != start))
+        Ok((outcomes, start, revision))
     }
+}
+
+impl Drop for RedbBackend {
+    fn drop(&mut self) {
+        let committer = self
+            .committer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(log) = committer.log.as_mut() else {
+            return;
+        };
+        if log.broken.is_some() {
+            // The log holds what redb may not: keep it for the next open to replay.
+            return;
+        }
+        // A clean shutdown leaves redb durable and no log to replay.
+        let checkpoint = || -> Result<()> {
+            let mut transaction = self.database.begin_write().map_err(backend_error)?;
+            transaction
+                .set_durability(Durability::Immediate)
+                .map_err(backend_error)?;
+            transaction.commit().map_err(backend_error)
+        };
+        match checkpoint() {
+            Ok(()) => {
+                if let Err(error) = log.log.remove_covered_segments(true) {
+                    tracing::warn!(%error, "could not remove the write-ahead log after shutdown");
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "final checkpoint failed; the log will be replayed")
+            }
+        }
+    }
+}
+
+/// `<file>-wal`, beside the database file.
+fn log_directory(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+fn read_revision(database: &Database) -> Result<Revision> {
+    let transaction = database.begin_read().map_err(backend_error)?;
+    let meta = transaction.open_table(META).map_err(backend_error)?;
+    Ok(meta
+        .get(REVISION_KEY)
+        .map_err(backend_error)?
+        .map(|guard| guard.value())
+        .unwrap_or(0))
+}
+
+/// Applies log entries a crash left ahead of redb, in one durable commit.
+fn replay_into(database: &Database, entries: Vec<LogEntry>) -> Result<()> {
+    let mut transaction = database.begin_write().map_err(backend_error)?;
+    transaction
+        .set_durability(Durability::Immediate)
+        .map_err(backend_error)?;
+    {
+        let mut records = transaction.open_table(RECORDS).map_err(backend_error)?;
+        let mut meta = transaction.open_table(META).map_err(backend_error)?;
+        let mut stored = Vec::new();
+        let mut last = None;
+        for entry in &entries {
+            match &entry.value {
+                Some(value) => {
+                    stored.clear();
+                    stored.extend_from_slice(&entry.create_revision.to_le_bytes());
+                    stored.extend_from_slice(&entry.revision.to_le_bytes());
+                    stored.extend_from_slice(value);
+                    records
+                        .insert(entry.key.as_str(), stored.as_slice())
+                        .map_err(backend_error)?;
+                }
+                None => {
+                    records.remove(entry.key.as_str()).map_err(backend_error)?;
+                }
+            }
+            last = Some(entry.revision);
+        }
+        if let Some(last) = last {
+            meta.insert(REVISION_KEY, last).map_err(backend_error)?;
+        }
+    }
+    transaction.commit().map_err(backend_error)?;
+    tracing::info!(
+        entries = entries.len(),
+        "replayed the write-ahead log into redb"
+    );
+    Ok(())
 }
 
 impl Backend for RedbBackend {
     fn current_revision(&self) -> Result<Revision> {
-        let transaction = self.database.begin_read().map_err(backend_error)?;
-        let meta = transaction.open_table(META).map_err(backend_error)?;
-        Ok(meta
-            .get(REVISION_KEY)
-            .map_err(backend_error)?
-            .map(|guard| guard.value())
-            .unwrap_or(0))
+        read_revision(&self.database)
     }
 
     fn get(&self, key: &str) -> Result<Option<Record>> {
@@ -357,26 +589,88 @@ impl Backend for RedbBackend {
     }
 
     fn commit(&self, writes: Vec<Write>) -> Result<Vec<Result<Event>>> {
+        let mut committer = self
+            .committer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Committer {
+            record,
+            log,
+            checkpoint_interval,
+        } = &mut *committer;
+        if let Some(LogState {
+            broken: Some(reason),
+            ..
+        }) = log
+        {
+            return Err(Error::Backend(format!(
+                "writes are refused until the store is reopened: {reason}"
+            )));
+        }
+        // Without a log every commit is a checkpoint; with one, only when redb has gone
+        // `checkpoint_interval` without a durable commit.
+        let checkpoint = log
+            .as_ref()
+            .is_none_or(|log| log.last_checkpoint.elapsed() >= *checkpoint_interval);
         let mut transaction = self.database.begin_write().map_err(backend_error)?;
         transaction
-            .set_durability(Durability::Immediate)
+            .set_durability(if checkpoint {
+                Durability::Immediate
+            } else {
+                Durability::None
+            })
             .map_err(backend_error)?;
-        match Self::apply_batch(&transaction, writes) {
-            Ok((outcomes, true)) => {
-                transaction.commit().map_err(backend_error)?;
-                Ok(outcomes)
+        let log_batch = match log.as_mut() {
+            Some(log) if !checkpoint => {
+                log.batch.clear();
+                Some(&mut log.batch)
             }
+            _ => None,
+        };
+        let (outcomes, start, end) =
+            match Self::apply_batch(&transaction, writes, record, log_batch) {
+                Ok(applied) => applied,
+                Err(error) => {
+                    // The transaction is dropped, which rolls every write of the batch back.
+                    drop(transaction);
+                    return Err(error);
+                }
+            };
+        if start == end {
             // Nothing changed: skip the fsync.
-            Ok((outcomes, false)) => {
-                transaction.abort().map_err(backend_error)?;
-                Ok(outcomes)
+            transaction.abort().map_err(backend_error)?;
+            return Ok(outcomes);
+        }
+        match log.as_mut() {
+            Some(log) if !checkpoint => {
+                // The log append is what makes the batch durable; redb's commit only makes it
+                // visible to readers, and it happens before the writers are answered, so a
+                // read after an acknowledgement always sees the write.
+                if let Err(error) = log.log.append(&mut log.batch, start + 1) {
+                    log.broken = Some(error.to_string());
+                    return Err(error);
+                }
+                self.log_syncs.fetch_add(1, Ordering::Relaxed);
+                if let Err(error) = transaction.commit() {
+                    let error = backend_error(error);
+                    log.broken = Some(error.to_string());
+                    return Err(error);
+                }
             }
-            Err(error) => {
-                // The transaction is dropped, which rolls every write of the batch back.
-                drop(transaction);
-                Err(error)
+            _ => {
+                transaction.commit().map_err(backend_error)?;
+                self.durable_commits.fetch_add(1, Ordering::Relaxed);
+                if let Some(log) = log.as_mut() {
+                    log.last_checkpoint = Instant::now();
+                    // Everything in the closed segments is at or below `start` and now in a
+                    // durable redb commit.
+                    if let Err(error) = log.log.remove_covered_segments(false) {
+                        tracing::warn!(%error, "could not remove old write-ahead log segments");
+                    }
+                }
             }
         }
+        Ok(outcomes)
     }
 }
 

@@ -72,8 +72,9 @@
 pub mod backend;
 pub mod engine;
 pub mod testing;
+mod wal;
 
-pub use backend::{Backend, MemoryBackend, RedbBackend};
+pub use backend::{Backend, MemoryBackend, RedbBackend, RedbOptions, SyncStats};
 pub use engine::{MAX_BATCH, Store, StoreOptions, StoreStats, Watch, constant};
 
 use bytes::Bytes;

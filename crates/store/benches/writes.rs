@@ -1,0 +1,137 @@
+//! Durable write throughput and the writer thread's CPU per write:
+//! `cargo bench -p hollow-store --bench writes`.
+//!
+//! 16 concurrent writers create keys with 1,444-byte values (the size of a typical pod) in a
+//! redb store in a temporary directory, twice in the same minutes so the two figures compare:
+//!
+//! * `fsync per commit`: every group-commit batch is a durable redb commit (the old design);
+//! * `write-ahead log`: every batch is one append + one fdatasync of the log, redb commits are
+//!   non-durable and made durable by periodic checkpoints (the current default).
+//!
+//! The writer thread's CPU comes from `/proc/self/task/<tid>/schedstat` (nanoseconds on CPU),
+//! so it counts the kernel's share of the fsync too.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hollow_store::{Backend, RedbBackend, Store, StoreOptions, constant};
+
+const WRITERS: usize = 16;
+const WRITES: usize = 32_000;
+const VALUE_BYTES: usize = 1_444;
+
+#[tokio::main]
+async fn main() {
+    let directory = tempfile::tempdir().expect("create a temporary directory");
+    println!(
+        "hollow-store durable writes: {WRITERS} writers, {WRITES} creates of {VALUE_BYTES} B \
+         values, in {}",
+        directory.path().display()
+    );
+    for round in 0..2 {
+        for mode in [Mode::FsyncPerCommit, Mode::WriteAheadLog] {
+            let path = directory.path().join(format!("{mode:?}-{round}.redb"));
+            let backend = Arc::new(
+                match mode {
+                    Mode::FsyncPerCommit => RedbBackend::open_fsync_per_commit(&path),
+                    Mode::WriteAheadLog => RedbBackend::open(&path),
+                }
+                .expect("open the redb backend"),
+            );
+            run(mode, backend).await;
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    FsyncPerCommit,
+    WriteAheadLog,
+}
+
+async fn run(mode: Mode, backend: Arc<RedbBackend>) {
+    let store = Store::new(backend.clone() as Arc<dyn Backend>, StoreOptions::default())
+        .expect("start the store");
+    // The thread names itself once it runs, which may be a moment after the store is built.
+    let mut writer_thread = writer_thread_id();
+    for _ in 0..1_000 {
+        if writer_thread.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        writer_thread = writer_thread_id();
+    }
+    let writer_thread = writer_thread.expect("find the store writer thread in /proc");
+    let cpu_before = thread_cpu(writer_thread);
+    let syncs_before = backend.sync_stats();
+    let elapsed = concurrent_creates(&store, WRITERS, WRITES / WRITERS).await;
+    let cpu = thread_cpu(writer_thread).saturating_sub(cpu_before);
+    let syncs = backend.sync_stats();
+    let stats = store.stats();
+    let commits = stats.commits.max(1) as f64;
+    println!(
+        "{:<18} {:>7.0} writes/s | writer CPU {:>5.1} µs/write | {:>5.1} writes/commit | \
+         {:.2} log fsyncs + {:.3} redb durable commits per commit",
+        format!("{mode:?}:"),
+        WRITES as f64 / elapsed.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / WRITES as f64,
+        stats.writes as f64 / commits,
+        (syncs.log_syncs - syncs_before.log_syncs) as f64 / commits,
+        (syncs.durable_commits - syncs_before.durable_commits) as f64 / commits,
+    );
+    store.shutdown().await;
+}
+
+/// `writers` tasks each creating `per_writer` keys; returns the wall time.
+async fn concurrent_creates(store: &Store, writers: usize, per_writer: usize) -> Duration {
+    let value = Bytes::from(vec![b'x'; VALUE_BYTES]);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let store = store.clone();
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            for index in 0..per_writer {
+                store
+                    .create(
+                        format!("/registry/pods/bench-{writer:03}/pod-{index:06}"),
+                        constant(value.clone()),
+                    )
+                    .await
+                    .expect("durable create");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer task");
+    }
+    started.elapsed()
+}
+
+/// The newest thread of this process named like the store's writer (a previous store's writer
+/// has exited by the time the next store starts).
+fn writer_thread_id() -> Option<u64> {
+    let mut newest = None;
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let entry = entry.ok()?;
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        // The kernel keeps the first 15 bytes of a thread name.
+        if comm.trim_end() == "hollow-store-wr" {
+            let id: u64 = entry.file_name().to_str()?.parse().ok()?;
+            newest = newest.max(Some(id));
+        }
+    }
+    newest
+}
+
+fn thread_cpu(thread: u64) -> Duration {
+    let schedstat = std::fs::read_to_string(format!("/proc/self/task/{thread}/schedstat"))
+        .expect("read the writer thread's schedstat");
+    let on_cpu_nanos = schedstat
+        .split_whitespace()
+        .next()
+        .and_then(|field| field.parse().ok())
+        .expect("schedstat starts with nanoseconds on CPU");
+    Duration::from_nanos(on_cpu_nanos)
+}

@@ -1,0 +1,328 @@
+//! The write-ahead log that makes [`RedbBackend`](crate::RedbBackend) commits durable.
+//!
+//! A log is a directory of segment files named after the first revision they may hold
+//! (`<revision, 20 digits>.wal`). A segment is zero-filled to [`SEGMENT_BYTES`] and fsynced
+//! when it is created, so appending to it never changes the file's size or block map and an
+//! `fdatasync` after an append writes just the appended pages. Each append is one frame, one
+//! group-commit batch:
+//!
+//! ```text
+//! frame   = payload length: u32 LE ‖ CRC-32 of payload: u32 LE ‖ payload
+//! payload = entry count: u32 LE ‖ entry*
+//! entry   = revision: u64 ‖ create revision: u64 ‖ kind: u8 (1 put, 2 delete)
+//!           ‖ key length: u32 ‖ key ‖ value length: u32 ‖ value      (all LE)
+//! ```
+//!
+//! Reading stops at the first frame that is zero-length (the preallocated zeros), runs past the
+//! end of the file, or fails its CRC: that is a torn tail, a batch whose `fdatasync` never
+//! returned and which was therefore never acknowledged. A reopened log never appends after a
+//! torn tail: recovery checkpoints what it replayed and starts a fresh segment.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result, Revision};
+
+/// The preallocated size of a segment; a batch larger than this gets a segment of its own size.
+pub(crate) const SEGMENT_BYTES: u64 = 8 << 20;
+
+const FRAME_HEADER_LEN: usize = 8;
+const PUT: u8 = 1;
+const DELETE: u8 = 2;
+
+/// One change read back from the log.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct LogEntry {
+    pub revision: Revision,
+    pub create_revision: Revision,
+    pub key: String,
+    /// `None` for a delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// A batch being encoded: entries are appended as the batch is applied, then the whole frame
+/// goes to the log in one write.
+#[derive(Default)]
+pub(crate) struct LogBatch {
+    frame: Vec<u8>,
+    entries: u32,
+}
+
+impl LogBatch {
+    pub fn clear(&mut self) {
+        self.frame.clear();
+        self.frame.resize(FRAME_HEADER_LEN + 4, 0);
+        self.entries = 0;
+    }
+
+    pub fn put(&mut self, revision: Revision, create_revision: Revision, key: &str, value: &[u8]) {
+        self.entry(revision, create_revision, PUT, key, value);
+    }
+
+    pub fn delete(&mut self, revision: Revision, key: &str) {
+        self.entry(revision, 0, DELETE, key, &[]);
+    }
+
+    fn entry(
+        &mut self,
+        revision: Revision,
+        create_revision: Revision,
+        kind: u8,
+        key: &str,
+        value: &[u8],
+    ) {
+        if self.frame.len() < FRAME_HEADER_LEN + 4 {
+            self.clear();
+        }
+        let frame = &mut self.frame;
+        frame.reserve(29 + key.len() + value.len());
+        frame.extend_from_slice(&revision.to_le_bytes());
+        frame.extend_from_slice(&create_revision.to_le_bytes());
+        frame.push(kind);
+        frame.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        frame.extend_from_slice(key.as_bytes());
+        frame.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        frame.extend_from_slice(value);
+        self.entries += 1;
+    }
+
+    /// Fills in the header and returns the finished frame.
+    fn seal(&mut self) -> &[u8] {
+        let payload_len = (self.frame.len() - FRAME_HEADER_LEN) as u32;
+        self.frame[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 4]
+            .copy_from_slice(&self.entries.to_le_bytes());
+        let crc = crc32fast::hash(&self.frame[FRAME_HEADER_LEN..]);
+        self.frame[0..4].copy_from_slice(&payload_len.to_le_bytes());
+        self.frame[4..8].copy_from_slice(&crc.to_le_bytes());
+        &self.frame
+    }
+}
+
+struct ActiveSegment {
+    file: File,
+    path: PathBuf,
+    position: u64,
+    size: u64,
+}
+
+/// The appending side of the log.
+pub(crate) struct Log {
+    directory: PathBuf,
+    active: Option<ActiveSegment>,
+    /// Segments that are full; every entry in them is older than the active segment's.
+    closed: Vec<PathBuf>,
+}
+
+impl Log {
+    /// Reads every entry with a revision above `after` from the log in `directory` (created if
+    /// missing), in revision order. Entries must continue `after` without a gap; a gap means
+    /// the log lost acknowledged data and is reported, not skipped.
+    pub fn recover(directory: &Path, after: Revision) -> Result<Vec<LogEntry>> {
+        std::fs::create_dir_all(directory).map_err(io_error)?;
+        let mut entries = Vec::new();
+        let mut expected = after + 1;
+        for path in segment_paths(directory)? {
+            let bytes = std::fs::read(&path).map_err(io_error)?;
+            for entry in read_frames(&bytes)? {
+                if entry.revision < expected {
+                    continue;
+                }
+                if entry.revision != expected {
+                    return Err(Error::Backend(format!(
+                        "write-ahead log {} jumps from revision {} to {}",
+                        path.display(),
+                        expected - 1,
+                        entry.revision
+                    )));
+                }
+                expected += 1;
+                entries.push(entry);
+            }
+        }
+        Ok(entries)
+    }
+
+    /// A log in `directory` whose existing segments are all covered by a durable checkpoint:
+    /// they are deleted, and the first append starts a new segment.
+    pub fn start_fresh(directory: &Path) -> Result<Log> {
+        std::fs::create_dir_all(directory).map_err(io_error)?;
+        let mut log = Log {
+            directory: directory.to_owned(),
+            active: None,
+            closed: segment_paths(directory)?,
+        };
+        log.remove_covered_segments(true)?;
+        Ok(log)
+    }
+
+    /// Appends `batch` as one frame and waits until it is on disk. `first_revision` is the
+    /// batch's lowest revision, which names a new segment if one is needed.
+    pub fn append(&mut self, batch: &mut LogBatch, first_revision: Revision) -> Result<()> {
+        let frame = batch.seal();
+        let needed = frame.len() as u64;
+        let fits = self
+            .active
+            .as_ref()
+            .is_some_and(|active| active.position + needed <= active.size);
+        if !fits {
+            self.rotate(first_revision, needed)?;
+        }
+        let active = self
+            .active
+            .as_mut()
+            .expect("rotate leaves an active segment");
+        active
+            .file
+            .write_all_at(frame, active.position)
+            .map_err(io_error)?;
+        active.file.sync_data().map_err(io_error)?;
+        active.position += needed;
+        Ok(())
+    }
+
+    /// Deletes the segments a durable checkpoint made redundant: every closed one, and the
+    /// active one too when `including_active` (nothing was appended after the checkpoint).
+    pub fn remove_covered_segments(&mut self, including_active: bool) -> Result<()> {
+        if including_active && let Some(active) = self.active.take() {
+            self.closed.push(active.path);
+        }
+        for path in self.closed.drain(..) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_error(error)),
+            }
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self, first_revision: Revision, needed: u64) -> Result<()> {
+        let size = SEGMENT_BYTES.max(needed);
+        let path = self.directory.join(format!("{first_revision:020}.wal"));
+        let temporary = path.with_extension("wal.tmp");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)
+            .map_err(io_error)?;
+        // Real zeros, not a sparse file or fallocate's unwritten extents: either would make
+        // each later fdatasync also commit block-map changes to the filesystem journal.
+        let zeros = vec![0u8; 1 << 20];
+        let mut written = 0;
+        while written < size {
+            let chunk = (size - written).min(zeros.len() as u64) as usize;
+            file.write_all(&zeros[..chunk]).map_err(io_error)?;
+            written += chunk as u64;
+        }
+        file.sync_all().map_err(io_error)?;
+        // Renamed only once complete, so a crash mid-preallocation leaves no half segment.
+        std::fs::rename(&temporary, &path).map_err(io_error)?;
+        File::open(&self.directory)
+            .and_then(|directory| directory.sync_all())
+            .map_err(io_error)?;
+        if let Some(previous) = self.active.take() {
+            self.closed.push(previous.path);
+        }
+        self.active = Some(ActiveSegment {
+            file,
+            path,
+            position: 0,
+            size,
+        });
+        Ok(())
+    }
+}
+
+/// The segment files in `directory`, oldest first (their names sort by revision).
+fn segment_paths(directory: &Path) -> Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(directory).map_err(io_error)? {
+        let path = entry.map_err(io_error)?.path();
+        match path.extension().and_then(|extension| extension.to_str()) {
+            Some("wal") => paths.push(path),
+            // A preallocation a crash interrupted; it never held an entry.
+            Some("tmp") => {
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
+        }
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+/// The entries of every intact frame at the start of `bytes`, up to the torn or zero tail.
+fn read_frames(bytes: &[u8]) -> Result<Vec<LogEntry>> {
+    let mut entries = Vec::new();
+    let mut position = 0;
+    while let Some(header) = bytes.get(position..position + FRAME_HEADER_LEN) {
+        let payload_len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        let start = position + FRAME_HEADER_LEN;
+        let Some(payload) = bytes.get(start..start + payload_len) else {
+            break;
+        };
+        if payload_len == 0 || crc32fast::hash(payload) != crc {
+            break;
+        }
+        decode_payload(payload, &mut entries)?;
+        position = start + payload_len;
+    }
+    Ok(entries)
+}
+
+fn decode_payload(payload: &[u8], entries: &mut Vec<LogEntry>) -> Result<()> {
+    let corrupt = || Error::Backend("write-ahead log frame passes its CRC but is malformed".into());
+    let mut reader = Reader { bytes: payload };
+    let count = reader.u32().ok_or_else(corrupt)?;
+    for _ in 0..count {
+        let revision = reader.u64().ok_or_else(corrupt)?;
+        let create_revision = reader.u64().ok_or_else(corrupt)?;
+        let kind = reader.take(1).ok_or_else(corrupt)?[0];
+        let key_len = reader.u32().ok_or_else(corrupt)? as usize;
+        let key = reader.take(key_len).ok_or_else(corrupt)?;
+        let key = String::from_utf8(key.to_vec()).map_err(|_| corrupt())?;
+        let value_len = reader.u32().ok_or_else(corrupt)? as usize;
+        let value = reader.take(value_len).ok_or_else(corrupt)?;
+        let value = match kind {
+            PUT => Some(value.to_vec()),
+            DELETE => None,
+            _ => return Err(corrupt()),
+        };
+        entries.push(LogEntry {
+            revision,
+            create_revision,
+            key,
+            value,
+        });
+    }
+    Ok(())
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, length: usize) -> Option<&'a [u8]> {
+        let taken = self.bytes.get(..length)?;
+        self.bytes = &self.bytes[length..];
+        Some(taken)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+fn io_error(error: std::io::Error) -> Error {
+    Error::Backend(format!("write-ahead log: {error}"))
+}
