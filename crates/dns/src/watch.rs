@@ -194,6 +194,7 @@ fn keep_zone(
     published: mpsc::UnboundedSender<(Snapshot, PublishStats)>,
 ) {
     let mut last_report = Instant::now();
+    let mut last_trim = Instant::now();
     while let Some(first) = updates.blocking_recv() {
         let mut next = Some(first);
         while let Some(update) = next {
@@ -228,9 +229,16 @@ fn keep_zone(
         if stats.full {
             // Before publishing, so that whoever sees the synced zone sees its memory settled.
             release_free_heap();
+            last_trim = Instant::now();
         }
         if published.send((snapshot, stats)).is_err() {
             return;
+        }
+        // Incremental updates free whole shards at a time; hand the pages back now and then,
+        // when no event is waiting (a trim takes a few milliseconds).
+        if !stats.full && updates.is_empty() && last_trim.elapsed() >= TRIM_INTERVAL {
+            release_free_heap();
+            last_trim = Instant::now();
         }
         if stats.full || last_report.elapsed() >= MEMORY_REPORT_INTERVAL {
             let report = zone.memory_report();
@@ -242,6 +250,9 @@ fn keep_zone(
         }
     }
 }
+
+/// The least time between two heap trims after incremental updates.
+const TRIM_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How often the zone thread refreshes [`zone_memory_report`] between full rebuilds (it walks
 /// every object, a few milliseconds on a large cluster).
