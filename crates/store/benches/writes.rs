@@ -29,8 +29,17 @@ async fn main() {
          values, in {}",
         directory.path().display()
     );
+    // `-- wal` or `-- fsync` runs one mode only (for a profiler).
+    let only: Option<String> = std::env::args().skip(1).find(|arg| !arg.starts_with('-'));
     for round in 0..2 {
         for mode in [Mode::FsyncPerCommit, Mode::WriteAheadLog] {
+            let name = match mode {
+                Mode::FsyncPerCommit => "fsync",
+                Mode::WriteAheadLog => "wal",
+            };
+            if only.as_deref().is_some_and(|only| only != name) {
+                continue;
+            }
             let path = directory.path().join(format!("{mode:?}-{round}.redb"));
             let backend = Arc::new(
                 match mode {

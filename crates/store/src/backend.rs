@@ -859,4 +859,131 @@ mod tests {
             Err(Error::Backend(_))
         ));
     }
+
+    fn segments(database: &Path) -> usize {
+        std::fs::read_dir(log_directory(database))
+            .map(|entries| {
+                entries
+                    .filter(|entry| {
+                        entry.as_ref().unwrap().path().extension()
+                            == Some(std::ffi::OsStr::new("wal"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    fn no_periodic_checkpoint() -> RedbOptions {
+        RedbOptions {
+            write_ahead_log: true,
+            checkpoint_interval: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn log_entries_redb_never_committed_are_replayed_on_open() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("store.redb");
+        let backend = RedbBackend::open(&path).unwrap();
+        backend
+            .commit(vec![put("a", Precondition::None, "1")])
+            .unwrap();
+        drop(backend);
+        // A crash after the log append of revisions 2 and 3 but before any redb commit of them
+        // leaves exactly this: redb durable at 1, the log one batch ahead.
+        let mut log = Log::start_fresh(&log_directory(&path)).unwrap();
+        let mut batch = LogBatch::default();
+        batch.clear();
+        batch.put(2, 2, "b", b"2");
+        batch.delete(3, "a");
+        log.append(&mut batch, 2).unwrap();
+        drop(log);
+
+        let backend = RedbBackend::open(&path).unwrap();
+        assert_eq!(backend.current_revision().unwrap(), 3);
+        assert_eq!(backend.get("a").unwrap(), None);
+        let b = backend.get("b").unwrap().unwrap();
+        assert_eq!((b.create_revision, b.mod_revision), (2, 2));
+        assert_eq!(b.value, Bytes::from_static(b"2"));
+        // The replay was checkpointed: the old segment is gone, and revisions keep growing.
+        assert_eq!(segments(&path), 0);
+        let outcomes = backend
+            .commit(vec![put("c", Precondition::MustNotExist, "4")])
+            .unwrap();
+        assert_eq!(outcomes[0].as_ref().unwrap().revision, 4);
+    }
+
+    #[test]
+    fn a_clean_shutdown_leaves_no_log_and_revisions_keep_growing() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("store.redb");
+        for round in 1..=3u64 {
+            let backend = RedbBackend::open_with(&path, no_periodic_checkpoint()).unwrap();
+            assert_eq!(backend.current_revision().unwrap(), (round - 1) * 2);
+            backend
+                .commit(vec![
+                    put(&format!("a{round}"), Precondition::MustNotExist, "x"),
+                    put(&format!("b{round}"), Precondition::MustNotExist, "y"),
+                ])
+                .unwrap();
+            assert_eq!(segments(&path), 1, "the batch went through the log");
+            assert_eq!(backend.sync_stats().log_syncs, 1);
+            drop(backend);
+            assert_eq!(segments(&path), 0);
+        }
+        let backend = RedbBackend::open(&path).unwrap();
+        assert_eq!(backend.range("", None, None).unwrap().records.len(), 6);
+    }
+
+    #[test]
+    fn a_checkpoint_deletes_the_segments_it_covers() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("store.redb");
+        let backend = RedbBackend::open_with(&path, no_periodic_checkpoint()).unwrap();
+        let value: &'static str = Box::leak("v".repeat(64 << 10).into_boxed_str());
+        // 160 writes of 64 KiB: more than one preallocated segment.
+        for commit in 0..10 {
+            let writes = (0..16)
+                .map(|index| {
+                    put(
+                        &format!("k{commit:02}-{index:02}"),
+                        Precondition::None,
+                        value,
+                    )
+                })
+                .collect();
+            backend.commit(writes).unwrap();
+        }
+        assert!(segments(&path) >= 2);
+        assert_eq!(backend.sync_stats().durable_commits, 0);
+        backend.checkpoint().unwrap();
+        assert_eq!(segments(&path), 1, "only the active segment is left");
+        assert_eq!(backend.sync_stats().durable_commits, 1);
+        assert_eq!(backend.current_revision().unwrap(), 160);
+    }
+
+    #[test]
+    fn with_a_zero_checkpoint_interval_every_commit_is_durable_in_redb() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("store.redb");
+        let backend = RedbBackend::open_with(
+            &path,
+            RedbOptions {
+                write_ahead_log: true,
+                checkpoint_interval: Duration::ZERO,
+            },
+        )
+        .unwrap();
+        backend
+            .commit(vec![put("a", Precondition::None, "1")])
+            .unwrap();
+        assert_eq!(
+            backend.sync_stats(),
+            SyncStats {
+                log_syncs: 0,
+                durable_commits: 1
+            }
+        );
+        assert_eq!(segments(&path), 0);
+    }
 }

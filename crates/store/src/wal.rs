@@ -326,3 +326,134 @@ impl<'a> Reader<'a> {
 fn io_error(error: std::io::Error) -> Error {
     Error::Backend(format!("write-ahead log: {error}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch_of(revisions: std::ops::RangeInclusive<Revision>) -> LogBatch {
+        let mut batch = LogBatch::default();
+        batch.clear();
+        for revision in revisions {
+            batch.put(revision, revision, &format!("key-{revision}"), b"value");
+        }
+        batch
+    }
+
+    fn revisions(entries: &[LogEntry]) -> Vec<Revision> {
+        entries.iter().map(|entry| entry.revision).collect()
+    }
+
+    /// Three batches (revisions 1-2, 3-4, 5-6) in one segment; returns its path and the offset
+    /// where the last frame starts.
+    fn three_batches(directory: &Path) -> (PathBuf, usize) {
+        let mut log = Log::start_fresh(directory).unwrap();
+        log.append(&mut batch_of(1..=2), 1).unwrap();
+        log.append(&mut batch_of(3..=4), 3).unwrap();
+        let last_frame = log.active.as_ref().unwrap().position as usize;
+        log.append(&mut batch_of(5..=6), 5).unwrap();
+        (log.active.as_ref().unwrap().path.clone(), last_frame)
+    }
+
+    #[test]
+    fn entries_come_back_in_order_with_values_and_deletes() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut log = Log::start_fresh(directory.path()).unwrap();
+        let mut batch = LogBatch::default();
+        batch.clear();
+        batch.put(1, 1, "a", b"one");
+        batch.delete(2, "a");
+        log.append(&mut batch, 1).unwrap();
+        let entries = Log::recover(directory.path(), 0).unwrap();
+        assert_eq!(
+            entries,
+            vec![
+                LogEntry {
+                    revision: 1,
+                    create_revision: 1,
+                    key: "a".into(),
+                    value: Some(b"one".to_vec()),
+                },
+                LogEntry {
+                    revision: 2,
+                    create_revision: 0,
+                    key: "a".into(),
+                    value: None,
+                },
+            ]
+        );
+        // Only what is newer than the durable revision is replayed.
+        assert_eq!(revisions(&Log::recover(directory.path(), 1).unwrap()), [2]);
+    }
+
+    #[test]
+    fn a_half_written_last_frame_is_a_torn_tail() {
+        let directory = tempfile::tempdir().unwrap();
+        let (path, last_frame) = three_batches(directory.path());
+        // The end of the last frame never reached the disk: zeros, as preallocated.
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&[0; 20], last_frame as u64 + 30).unwrap();
+        assert_eq!(
+            revisions(&Log::recover(directory.path(), 0).unwrap()),
+            [1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn a_frame_failing_its_crc_ends_the_log() {
+        let directory = tempfile::tempdir().unwrap();
+        let (path, last_frame) = three_batches(directory.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[last_frame + FRAME_HEADER_LEN + 6] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(
+            revisions(&Log::recover(directory.path(), 0).unwrap()),
+            [1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn a_frame_running_past_the_end_of_the_file_is_a_torn_tail() {
+        let directory = tempfile::tempdir().unwrap();
+        let (path, last_frame) = three_batches(directory.path());
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(last_frame as u64 + 12).unwrap();
+        assert_eq!(
+            revisions(&Log::recover(directory.path(), 0).unwrap()),
+            [1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn a_gap_in_revisions_is_reported_not_skipped() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut log = Log::start_fresh(directory.path()).unwrap();
+        log.append(&mut batch_of(1..=2), 1).unwrap();
+        log.append(&mut batch_of(4..=4), 4).unwrap();
+        assert!(matches!(
+            Log::recover(directory.path(), 0),
+            Err(Error::Backend(_))
+        ));
+    }
+
+    #[test]
+    fn a_batch_larger_than_a_segment_gets_its_own_and_segments_rotate() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut log = Log::start_fresh(directory.path()).unwrap();
+        log.append(&mut batch_of(1..=1), 1).unwrap();
+        let mut big = LogBatch::default();
+        big.clear();
+        big.put(2, 2, "big", &vec![7; SEGMENT_BYTES as usize]);
+        log.append(&mut big, 2).unwrap();
+        log.append(&mut batch_of(3..=3), 3).unwrap();
+        assert_eq!(segment_paths(directory.path()).unwrap().len(), 3);
+        assert_eq!(
+            revisions(&Log::recover(directory.path(), 0).unwrap()),
+            [1, 2, 3]
+        );
+        log.remove_covered_segments(false).unwrap();
+        let left = segment_paths(directory.path()).unwrap();
+        assert_eq!(left.len(), 1);
+        assert!(left[0].ends_with(format!("{:020}.wal", 3)));
+    }
+}

@@ -3,6 +3,7 @@
 
 mod crash;
 mod reopen;
+mod wal;
 
 mod memory {
     hollow_store::conformance_tests!(|options| hollow_store::Store::in_memory(options));
