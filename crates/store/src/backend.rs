@@ -14,9 +14,11 @@
 //! apart; the engines differ only in where the bytes live. A new engine should use it too.
 //!
 //! * [`RedbBackend`]: one redb file, two tables: `records` (key → create revision, mod revision,
-//!   value) and `meta` (the global revision), both updated in the same transaction with
-//!   `Durability::Immediate`, so a commit that returned is on disk and a crash rolls back to the
-//!   last complete commit as a whole.
+//!   value) and `meta` (the global revision), both updated in the same transaction. A commit is
+//!   made durable by one append + `fdatasync` of a write-ahead log beside the file, and redb
+//!   commits without syncing except for a periodic checkpoint (see [`RedbOptions`]); opening
+//!   replays the log entries newer than redb's last durable commit. Without the log
+//!   ([`RedbBackend::open_fsync_per_commit`]) every commit is `Durability::Immediate`.
 //! * [`MemoryBackend`]: a `BTreeMap` behind a read-write lock, for tests and ephemeral clusters.
 
 use std::collections::BTreeMap;

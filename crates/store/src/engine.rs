@@ -103,7 +103,8 @@ struct Counters {
 pub struct StoreStats {
     /// The revision of the latest commit.
     pub revision: Revision,
-    /// Backend commits (fsyncs) since the store was opened.
+    /// Backend commits since the store was opened (one log `fdatasync` each, or one redb fsync
+    /// for a checkpoint or a backend without a log).
     pub commits: u64,
     /// Writes handled by those commits, failed preconditions included; `writes / commits` is
     /// the average group-commit batch.
