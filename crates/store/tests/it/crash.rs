@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -22,19 +21,7 @@ const DEADLINE: Duration = Duration::from_secs(90);
 fn acknowledged_writes_survive_kill_9() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("crash.redb");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "crash::crash_writer_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the writer child");
+    let mut child = crate::spawn_writer_child("crash::crash_writer_child", CHILD_ENV, &path);
     let stdout = child.stdout.take().unwrap();
     let (lines_sender, lines) = mpsc::channel();
     let reader = std::thread::spawn(move || {

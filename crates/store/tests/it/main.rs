@@ -5,6 +5,29 @@ mod crash;
 mod reopen;
 mod wal;
 
+/// Re-runs this test binary as a child process that executes only the ignored test `test`
+/// (a writer that prints `ACK` lines), with the database path in the environment variable
+/// `path_variable`; its stdout is piped to the caller, which kills it.
+fn spawn_writer_child(
+    test: &str,
+    path_variable: &str,
+    path: &std::path::Path,
+) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(path_variable, path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start the writer child")
+}
+
 mod memory {
     hollow_store::conformance_tests!(|options| hollow_store::Store::in_memory(options));
 }

@@ -8,7 +8,6 @@
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,19 +20,7 @@ const WRITES: u64 = 400;
 fn writes_only_in_the_log_survive_kill_9() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("log.redb");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "wal::log_only_writer_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the writer child");
+    let mut child = crate::spawn_writer_child("wal::log_only_writer_child", CHILD_ENV, &path);
     let mut acknowledged = 0;
     let mut last_revision = 0;
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
