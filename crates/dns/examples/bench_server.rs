@@ -36,21 +36,6 @@ fn load(path: &str) -> ClusterState {
     state
 }
 
-/// Hands the heap pages freed by YAML parsing back to the kernel, so resident memory shows
-/// what serving needs. glibc otherwise keeps freed small chunks mapped (it only trims the top
-/// of the heap), and the benchmark would report the parser's garbage.
-#[allow(unsafe_code)]
-fn release_free_heap() {
-    unsafe extern "C" {
-        fn malloc_trim(pad: usize) -> i32;
-    }
-    // SAFETY: malloc_trim (glibc) only walks the allocator's own free lists and returns unused
-    // pages with madvise; it has no preconditions and touches no memory we own.
-    unsafe {
-        malloc_trim(0);
-    }
-}
-
 fn main() {
     let mut arguments = std::env::args().skip(1);
     let path = arguments
@@ -89,7 +74,9 @@ fn main() {
     );
     // Serve only the compact index: the Kubernetes objects are not needed any more.
     drop(state);
-    release_free_heap();
+    // Hand the heap pages freed by YAML parsing back to the kernel, so resident memory shows
+    // what serving needs rather than the parser's garbage.
+    hollow_dns::release_free_heap();
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

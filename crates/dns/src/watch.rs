@@ -273,7 +273,7 @@ pub fn zone_memory_report() -> Option<MemoryReport> {
 /// (and counted as resident) until told otherwise.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-fn release_free_heap() {
+pub fn release_free_heap() {
     unsafe extern "C" {
         fn malloc_trim(pad: usize) -> i32;
     }
@@ -285,7 +285,7 @@ fn release_free_heap() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_free_heap() {}
+pub fn release_free_heap() {}
 
 /// Publishes `zone`, turning a panic (a bug in deriving or encoding some object) into a
 /// logged error so that one bad object cannot take the DNS server down.
