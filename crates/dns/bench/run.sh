@@ -13,10 +13,14 @@
 #   4. dnsperf (pinned to CPU $LOADGEN_CPU, -c 8 -T 1 -q 200) saturates it with each query set
 #      $REPS times; server CPU per query comes from the server threads' schedstat;
 #   5. one fixed-rate run at $LAT_QPS q/s with per-query times (dnsperf -v) gives p50/p99/p99.9;
-#   6. reports peak and current resident memory, then stops the server by its PID.
+#   6. reports peak and current resident memory, then stops the server by its PID;
+#   7. with PEERS (default "ceiling-mmsg knot" when knotd is installed), runs the kit's
+#      run_peers.sh for those peers right after, with the same settings, and prints their rows
+#      under hollow's: this VM's speed drifts by 2x over a day, so only figures taken in the
+#      same minutes compare (the kit's own results/ are from another hour).
 #
 # Tunables (environment): BUILD (0 = use the built binary) DATA KIT PORT DURATION REPS LAT_QPS LAT_DURATION QUERYSETS WORKERS
-#   SERVER_CPU LOADGEN_CPU NICE LAT_FIFO RESULTS
+#   SERVER_CPU LOADGEN_CPU NICE LAT_FIFO RESULTS PEERS ("" = hollow only)
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -39,6 +43,10 @@ LOADGEN_CPU=${LOADGEN_CPU:-1}
 NICE=${NICE:--19}
 LAT_FIFO=${LAT_FIFO:-10}
 RESULTS=${RESULTS:-/tmp/hollow-dns-bench-results/$(date +%Y%m%d-%H%M%S)}
+if [ -z "${PEERS+set}" ]; then
+    PEERS=ceiling-mmsg
+    command -v knotd >/dev/null && PEERS="$PEERS knot"
+fi
 
 log() { echo "[hollow-dns bench] $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -152,4 +160,17 @@ sel() { awk -v q="$1" -v c="$2" -F'\t' '$1==q {print $c}' "$RESULTS/runs.tsv"; }
     done
 } > "$RESULTS/summary.txt"
 cat "$RESULTS/summary.txt"
-log "results in $RESULTS (peers: $KIT/results/)"
+
+if [ -n "$PEERS" ]; then
+    log "peers in the same minutes: $PEERS"
+    # shellcheck disable=SC2086
+    DATA=$DATA PORT=$PORT DURATION=$DURATION REPS=$REPS LAT_QPS=$LAT_QPS LAT_DURATION=$LAT_DURATION \
+        QUERYSETS=$first SERVER_CPU=$SERVER_CPU LOADGEN_CPU=$LOADGEN_CPU NICE=$NICE LAT_FIFO=$LAT_FIFO \
+        RESULTS=$RESULTS/peers timeout 1200 bash "$KIT/run_peers.sh" $PEERS > "$RESULTS/peers.log" 2>&1 \
+        || log "run_peers.sh failed: see $RESULTS/peers.log"
+    if [ -f "$RESULTS/peers/summary.txt" ]; then
+        echo "# the same query set against the kit's peers, right after (us_q = server CPU per query):"
+        grep -E '^(peer|ceiling|knot|nsd|unbound|hickory)' "$RESULTS/peers/summary.txt"
+    fi
+fi
+log "results in $RESULTS"
