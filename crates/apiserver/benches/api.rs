@@ -33,7 +33,9 @@
 //! Every phase is bounded in time and the whole run stops itself after [`RUN_LIMIT`]; it
 //! prints one results table at the end, with the goals from the issue beside the figures.
 //! Clients and server share the machine's cores, so the figures are a floor for a server
-//! with the machine to itself.
+//! with the machine to itself. The bench uses the `hollow` binary's allocator (jemalloc, with
+//! the same settings) so its figures are the binary's; `LD_PRELOAD` cannot swap it back, so
+//! comparing allocators means editing the two statics below.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -41,6 +43,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+// SAFETY: jemalloc reads this NUL-terminated string under this exact symbol name before the
+// first allocation; it is never written. The same settings as crates/hollow/src/main.rs.
+#[allow(unsafe_code)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static ALLOCATOR_SETTINGS: &[u8; 68] =
+    b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000\0";
 
 use axum::serve::ListenerExt;
 use bytes::{Bytes, BytesMut};
