@@ -9,7 +9,11 @@
 # child process watching it, CHANGES measured ready-flips idle and again under LOAD_RATE
 # slice writes/s. See crates/dns/examples/update_latency.rs for what is measured.
 #
-# Tunables (environment): BUILD (0 = use the built binary) DATA KIT CHANGES LOAD_RATE
+# Then, unless HOLLOW_DNS=0, builds the `hollow` binary and starts `hollow dns` against the same
+# API server to report what the deployed program holds after sync (jemalloc, no API server code
+# in the binary; the child above runs on glibc malloc inside the benchmark's own binary).
+#
+# Tunables (environment): BUILD (0 = use the built binaries) DATA KIT CHANGES LOAD_RATE HOLLOW_DNS
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -29,6 +33,14 @@ if [ ! -f "$DATA/k8s/cluster.yaml" ]; then
 fi
 if [ "${BUILD:-1}" != 0 ]; then
   (cd "$ROOT" && cargo build --release -p hollow-dns --example update_latency) || die "build failed"
+  if [ "${HOLLOW_DNS:-1}" != 0 ]; then
+    (cd "$ROOT" && cargo build --release -p hollow) || die "building hollow failed"
+  fi
+fi
+if [ "${HOLLOW_DNS:-1}" != 0 ]; then
+  export HOLLOW="$ROOT/target/release/hollow"
+else
+  unset HOLLOW
 fi
 log "machine load before the run: $(uptime)"
 exec timeout 1200 "$ROOT/target/release/examples/update_latency" "$DATA/k8s/cluster.yaml"

@@ -16,9 +16,15 @@
 //! 4. Loaded: the same while other slices get `LOAD_RATE` writes per second in total.
 //! 5. Prints p50/p99/max of both, the full-rebuild time and incremental update times from the
 //!    server's metrics, and the child's resident memory; stops the child.
+//! 6. With `HOLLOW` set to a `hollow` binary: starts `hollow dns` against the same API server
+//!    (through a kubeconfig file), waits for its first answer and prints its resident memory
+//!    after sync and the zone breakdown from its metrics. This is the deployed program: jemalloc
+//!    as allocator and no API server code in the binary, where the child above runs on glibc
+//!    malloc inside this benchmark's binary.
 //!
 //! Environment: CHANGES (default 300), LOAD_RATE (100), CLUSTER (path; else the argument, else
-//! /tmp/hollow-dns-bench-data/k8s/cluster.yaml).
+//! /tmp/hollow-dns-bench-data/k8s/cluster.yaml), HOLLOW (path of a `hollow` binary; unset to
+//! skip step 6).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -76,6 +82,7 @@ fn client(address: SocketAddr) -> kube::Client {
 
 /// The DNS side: serve and watch the API server at the given address until stdin closes.
 fn dns_child(api: &str) {
+    hollow_dns::share_one_heap_arena();
     let api: SocketAddr = api.parse().expect("API address");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -653,6 +660,98 @@ async fn benchmark(path: &str, changes: usize, load_rate: u64) {
         "  of which anonymous (heap, stacks) {:.1} / {:.1} MiB, file-backed (the binary) {:.1} / {:.1} MiB",
         synced_memory.2, end_memory.2, synced_memory.3, end_memory.3
     );
+    println!("DNS child zone heap: {}", zone_heap(&after));
     drop(child);
+    if let Ok(hollow) = std::env::var("HOLLOW") {
+        standalone_memory(&hollow, api_address, &headless_slices[0]);
+    }
     let _ = stop_api.send(());
+}
+
+/// The zone's heap breakdown from the `hollow_dns_zone_heap_bytes` series of a scrape, in MiB.
+fn zone_heap(metrics: &str) -> String {
+    let parts: Vec<String> = metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("hollow_dns_zone_heap_bytes{part=\"")?;
+            let (part, value) = rest.split_once("\"} ")?;
+            let bytes: f64 = value.trim().parse().ok()?;
+            Some(format!("{part} {:.2}", bytes / (1024.0 * 1024.0)))
+        })
+        .collect();
+    if parts.is_empty() {
+        "not reported".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// A loopback port free for both UDP and TCP at the time of asking.
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+        let port = udp.local_addr().expect("address").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Step 6: the resident memory of the real `hollow dns` against the same API server.
+fn standalone_memory(hollow: &str, api: SocketAddr, probe_slice: &EndpointSlice) {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let kubeconfig = directory.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: bench\n  cluster:\n    server: http://{api}\n\
+             users:\n- name: bench\n  user: {{}}\ncontexts:\n- name: bench\n  context:\n    cluster: bench\n    user: bench\n\
+             current-context: bench\n"
+        ),
+    )
+    .expect("write kubeconfig");
+    let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let started = Instant::now();
+    let child = Command::new(hollow)
+        .arg("dns")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--listen", &dns.to_string(), "--upstream", "none"])
+        .args(["--dns-metrics-listen", &metrics.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| panic!("start {hollow} dns: {error}"));
+    let child = ChildGuard(child);
+    let pid = child.0.id();
+    let name = endpoint_name(probe_slice, 0);
+    let ready = probe_slice.endpoints.as_ref().expect("endpoints")[0]
+        .conditions
+        .as_ref()
+        .and_then(|conditions| conditions.ready)
+        .unwrap_or(true);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut prober = Prober::new(dns, &name);
+    let mut synced = false;
+    while !synced && Instant::now() < deadline {
+        synced = prober.until(ready).is_some();
+    }
+    assert!(synced, "hollow dns never answered from the cluster");
+    let sync_time = started.elapsed();
+    // The zone's memory report and jemalloc's purge of the sync's garbage lag by a second or so.
+    std::thread::sleep(Duration::from_secs(3));
+    let memory = resident_memory(pid);
+    let text = scrape(metrics);
+    println!(
+        "hollow dns (the deployed binary, {hollow}): answered {:.2} s after start; resident memory {:.1} MiB after sync (peak {:.1} MiB), anonymous {:.1}, file-backed {:.1}",
+        sync_time.as_secs_f64(),
+        memory.0,
+        memory.1,
+        memory.2,
+        memory.3
+    );
+    println!("hollow dns zone heap: {}", zone_heap(&text));
+    drop(child);
 }

@@ -80,7 +80,7 @@ use std::time::Duration;
 pub use records::{ClusterState, PodMode, RecordSettings};
 pub use server::{DnsServer, ServerSettings};
 pub use snapshot::{Snapshot, SnapshotSettings};
-pub use watch::{release_free_heap, run, watch, zone_memory_report};
+pub use watch::{release_free_heap, run, share_one_heap_arena, watch, zone_memory_report};
 
 /// Where names outside the cluster zone are sent.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -20,12 +20,16 @@
 //!   slices sit in a sorted `Vec` (a `BTreeMap` leaf reserves room for 11 of them);
 //! * `contributors`: keyed hash of a name → ids (`u32`) of the sources whose part has it,
 //!   sorted in source order. Only hashes, not names: a 64-bit keyed hash collision merely
-//!   makes a merge look at one source too many (merging reads the part's name itself). The
-//!   lists are `Few`: inline when there is one id, as for nearly every name;
-//! * `dependents`: hash of a name → hashes of names whose *encoding* read it (SRV targets'
-//!   addresses in the additional section, chased in-zone aliases, NS glue), so a name whose
+//!   makes a merge look at one source too many (merging reads the part's name itself). One
+//!   table of 12-byte entries holding the id itself when there is one, as for nearly every
+//!   name, else the slot of a list beside it ([`Contributors`]);
+//! * `dependents`: hash of a name → hashes of names whose *encoding* read it (chased in-zone
+//!   aliases, NS glue, SRV targets' addresses in the additional section), so a name whose
 //!   records change also re-encodes every answer that embeds them (and `lookups_of`, its
-//!   reverse, to forget them), also as `Few` lists;
+//!   reverse, to forget them), as `Few` lists (inline when there is one). Only reads across
+//!   sources are kept: a Service's SRV answers reading its own endpoints' names were nearly
+//!   all of them (2 MiB on the benchmark cluster), and an update re-encodes the reading names
+//!   of every part it touches instead (see `cross_source_reads`);
 //! * the shards themselves, which hold the encoded answers.
 //!
 //! [`LiveZone::memory_report`] estimates each of these from lengths and capacities.
@@ -41,7 +45,11 @@
 //! publishes costs one publish; nothing waits for a quiet period.
 //!
 //! The first sync and every relist after a reconnect do a full rebuild instead, from the same
-//! parts, since then nearly everything is affected anyway.
+//! parts, since then nearly everything is affected anyway. It merges and encodes the names in
+//! four groups of shards, one after the other, re-deriving the parts for each: the merged
+//! records of the whole zone took three times the bytes of the encoded index and made the
+//! full build the process's resident peak (95 MiB where the synced server holds 52 on the
+//! benchmark cluster; 59 in groups), for a build that takes about twice as long.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -110,16 +118,34 @@ enum SourceKey {
 /// (namespace, name), both interned.
 type ObjectKey = (Arc<str>, Arc<str>);
 
+/// A Service and the EndpointSlices labelled with its name, which together are one source.
+/// Either may exist without the other (a slice written before its Service).
+#[derive(Default)]
+struct ServiceEntry {
+    service: Option<compact::Service>,
+    /// Sorted by name. A vector rather than a `BTreeMap`: nearly every Service has one slice,
+    /// and a B-tree leaf reserves room for 11.
+    slices: Vec<compact::EndpointSlice>,
+}
+
+impl ServiceEntry {
+    fn is_empty(&self) -> bool {
+        self.service.is_none() && self.slices.is_empty()
+    }
+}
+
 /// The watched objects, indexed the way parts are derived from them.
 #[derive(Default)]
 struct Objects {
     interner: Interner,
-    services: HashMap<ObjectKey, compact::Service>,
-    /// (namespace, service name) → its slices, sorted by name. A vector rather than a
-    /// `BTreeMap`: nearly every Service has one slice, and a B-tree leaf reserves room for 11.
-    slices_by_service: HashMap<ObjectKey, Vec<compact::EndpointSlice>>,
+    /// (namespace, service name) → the Service and its slices: one table for both, since
+    /// nearly every Service has slices and a second table with the same keys cost 0.9 MiB
+    /// on the benchmark cluster.
+    services: HashMap<ObjectKey, ServiceEntry>,
     /// (namespace, slice name) → the service it belonged to when last seen.
     slice_owner: HashMap<ObjectKey, Arc<str>>,
+    /// Entries of `services` that hold a Service (for the memory report).
+    service_count: usize,
     namespaces: HashSet<Arc<str>>,
     services_per_namespace: HashMap<Arc<str>, usize>,
     pods: HashMap<ObjectKey, compact::Pod>,
@@ -141,20 +167,20 @@ impl Objects {
             SourceKey::Service(namespace, name) => {
                 let key = (namespace.clone(), name.clone());
                 match self.services.get(&key) {
-                    Some(service) => {
-                        let slices: Vec<&compact::EndpointSlice> = self
-                            .slices_by_service
-                            .get(&key)
-                            .map(|slices| slices.iter().collect())
-                            .unwrap_or_default();
+                    Some(ServiceEntry {
+                        service: Some(service),
+                        slices,
+                    }) => {
+                        let slices: Vec<&compact::EndpointSlice> = slices.iter().collect();
                         records::service_part(service, &slices, settings)
                     }
-                    None => ZoneRecords::default(),
+                    _ => ZoneRecords::default(),
                 }
             }
             SourceKey::Nameserver => records::nameserver_part(
                 self.services
-                    .get(&(Arc::from("kube-system"), Arc::from("kube-dns"))),
+                    .get(&(Arc::from("kube-system"), Arc::from("kube-dns")))
+                    .and_then(|entry| entry.service.as_ref()),
                 settings,
             ),
             SourceKey::Pod(namespace, name) => {
@@ -180,8 +206,9 @@ impl Objects {
         );
         keys.extend(
             self.services
-                .keys()
-                .map(|(namespace, name)| SourceKey::Service(namespace.clone(), name.clone())),
+                .iter()
+                .filter(|(_, entry)| entry.service.is_some())
+                .map(|((namespace, name), _)| SourceKey::Service(namespace.clone(), name.clone())),
         );
         keys.extend(
             self.pods
@@ -197,10 +224,11 @@ impl Objects {
             let (namespace, name) = (slice.namespace.clone(), slice.name.clone());
             self.slice_owner
                 .insert((namespace.clone(), name.clone()), service.clone());
-            let slices = self
-                .slices_by_service
+            let slices = &mut self
+                .services
                 .entry((namespace, service))
-                .or_default();
+                .or_default()
+                .slices;
             match slices.binary_search_by(|other| other.name.cmp(&name)) {
                 Ok(position) => slices[position] = slice,
                 Err(position) => {
@@ -214,10 +242,10 @@ impl Objects {
     fn remove_slice(&mut self, key: &ObjectKey) {
         if let Some(service) = self.slice_owner.remove(key) {
             let owner = (key.0.clone(), service);
-            if let Some(slices) = self.slices_by_service.get_mut(&owner) {
-                slices.retain(|slice| slice.name != key.1);
-                if slices.is_empty() {
-                    self.slices_by_service.remove(&owner);
+            if let Some(entry) = self.services.get_mut(&owner) {
+                entry.slices.retain(|slice| slice.name != key.1);
+                if entry.is_empty() {
+                    self.services.remove(&owner);
                 }
             }
         }
@@ -225,18 +253,28 @@ impl Objects {
 
     fn insert_service(&mut self, service: compact::Service) {
         let key = (service.namespace.clone(), service.name.clone());
-        if self.services.insert(key.clone(), service).is_none() {
+        let entry = self.services.entry(key.clone()).or_default();
+        if entry.service.replace(service).is_none() {
+            self.service_count += 1;
             *self.services_per_namespace.entry(key.0).or_default() += 1;
         }
     }
 
     fn remove_service(&mut self, key: &ObjectKey) {
-        if self.services.remove(key).is_some()
-            && let Some(count) = self.services_per_namespace.get_mut(&key.0)
-        {
-            *count -= 1;
-            if *count == 0 {
-                self.services_per_namespace.remove(&key.0);
+        let Some(entry) = self.services.get_mut(key) else {
+            return;
+        };
+        let removed = entry.service.take().is_some();
+        if entry.is_empty() {
+            self.services.remove(key);
+        }
+        if removed {
+            self.service_count -= 1;
+            if let Some(count) = self.services_per_namespace.get_mut(&key.0) {
+                *count -= 1;
+                if *count == 0 {
+                    self.services_per_namespace.remove(&key.0);
+                }
             }
         }
     }
@@ -345,6 +383,112 @@ fn remove_from<T: Copy + PartialEq>(map: &mut HashMap<u64, Few<T>>, key: u64, it
     }
 }
 
+/// Name hash → ids of the sources whose part has that name, in source order.
+///
+/// Nearly every name has one contributor, so the table maps to one `u32`: the id itself, or,
+/// with [`Contributors::LIST`] set, the slot in `lists` of a longer list. The key is the hash
+/// split into two `u32` halves, which makes an entry 12 bytes instead of 16 (a `u64` key
+/// aligns the entry to 8): with the control byte, 13 bytes per bucket where a
+/// `HashMap<u64, Vec<u32>>` took 33 and an inline-or-boxed list 25.
+#[derive(Default)]
+struct Contributors {
+    names: HashMap<[u32; 2], u32>,
+    lists: Vec<Vec<u32>>,
+    free_lists: Vec<u32>,
+}
+
+impl Contributors {
+    const LIST: u32 = 1 << 31;
+
+    fn key(hash: u64) -> [u32; 2] {
+        [hash as u32, (hash >> 32) as u32]
+    }
+
+    fn get(&self, hash: u64) -> Option<&[u32]> {
+        let value = self.names.get(&Self::key(hash))?;
+        Some(if value & Self::LIST != 0 {
+            &self.lists[(value & !Self::LIST) as usize]
+        } else {
+            std::slice::from_ref(value)
+        })
+    }
+
+    /// Adds `id` to the list at `hash`, at the position `position` picks from the list.
+    fn insert(&mut self, hash: u64, id: u32, position: impl FnOnce(&[u32]) -> usize) {
+        debug_assert!(id & Self::LIST == 0, "source ids stay below 2^31");
+        let value = match self.names.entry(Self::key(hash)) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(id);
+                return;
+            }
+            Entry::Occupied(occupied) => occupied.into_mut(),
+        };
+        if *value & Self::LIST != 0 {
+            let list = &mut self.lists[(*value & !Self::LIST) as usize];
+            let at = position(list);
+            list.insert(at, id);
+            return;
+        }
+        let mut list = vec![*value];
+        let at = position(&list);
+        list.insert(at, id);
+        let slot = match self.free_lists.pop() {
+            Some(slot) => {
+                self.lists[slot as usize] = list;
+                slot
+            }
+            None => {
+                self.lists.push(list);
+                (self.lists.len() - 1) as u32
+            }
+        };
+        *value = Self::LIST | slot;
+    }
+
+    /// Appends `id` to the list at `hash` (the full build adds sources in order).
+    fn push(&mut self, hash: u64, id: u32) {
+        self.insert(hash, id, <[u32]>::len);
+    }
+
+    /// Removes `id` from the list at `hash`, and the name when nothing remains.
+    fn remove(&mut self, hash: u64, id: u32) {
+        let key = Self::key(hash);
+        let Some(value) = self.names.get_mut(&key) else {
+            return;
+        };
+        if *value & Self::LIST == 0 {
+            if *value == id {
+                self.names.remove(&key);
+            }
+            return;
+        }
+        let slot = *value & !Self::LIST;
+        let list = &mut self.lists[slot as usize];
+        list.retain(|&other| other != id);
+        if list.len() <= 1 {
+            let rest = std::mem::take(list);
+            self.free_lists.push(slot);
+            match rest.first() {
+                Some(&only) => *value = only,
+                None => {
+                    self.names.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        table(&self.names)
+            + vec_bytes(&self.lists)
+            + self.lists.iter().map(vec_bytes).sum::<usize>()
+            + vec_bytes(&self.free_lists)
+    }
+}
+
 /// Source ids, so that `contributors` stores four bytes per source instead of its key.
 #[derive(Default)]
 struct SourceTable {
@@ -425,6 +569,21 @@ pub struct MemoryReport {
 }
 
 impl MemoryReport {
+    /// Each part's bytes, by name (what the metrics endpoint exports).
+    pub fn parts(&self) -> [(&'static str, usize); 9] {
+        [
+            ("index", self.index),
+            ("services", self.services),
+            ("endpoint_slices", self.endpoint_slices),
+            ("namespaces", self.namespaces),
+            ("pods", self.pods),
+            ("interned_names", self.interned_names),
+            ("sources", self.sources),
+            ("contributors", self.contributors),
+            ("dependencies", self.dependencies),
+        ]
+    }
+
     pub fn total(&self) -> usize {
         self.services
             + self.endpoint_slices
@@ -487,7 +646,7 @@ pub struct LiveZone {
     zone: Vec<u8>,
     objects: Objects,
     sources: SourceTable,
-    contributors: HashMap<u64, Few<u32>>,
+    contributors: Contributors,
     dependents: HashMap<u64, Few<u64>>,
     /// The reverse of `dependents`: name hash → hashes its encoding read.
     lookups_of: HashMap<u64, Few<u64>>,
@@ -510,7 +669,7 @@ impl LiveZone {
             zone,
             objects: Objects::default(),
             sources: SourceTable::default(),
-            contributors: HashMap::new(),
+            contributors: Contributors::default(),
             dependents: HashMap::new(),
             lookups_of: HashMap::new(),
             pending: HashMap::new(),
@@ -621,11 +780,18 @@ impl LiveZone {
     pub fn replace(&mut self, kind: Kind, objects: Vec<Object>) {
         match kind {
             Kind::Service => {
-                self.objects.services.clear();
+                self.objects.services.retain(|_, entry| {
+                    entry.service = None;
+                    !entry.is_empty()
+                });
+                self.objects.service_count = 0;
                 self.objects.services_per_namespace.clear();
             }
             Kind::EndpointSlice => {
-                self.objects.slices_by_service.clear();
+                self.objects.services.retain(|_, entry| {
+                    entry.slices.clear();
+                    !entry.is_empty()
+                });
                 self.objects.slice_owner.clear();
             }
             Kind::Namespace => self.objects.namespaces.clear(),
@@ -684,13 +850,14 @@ impl LiveZone {
             + objects
                 .services
                 .values()
+                .filter_map(|entry| entry.service.as_ref())
                 .map(|service| chunk(service.heap_bytes()))
                 .sum::<usize>();
-        let endpoint_slices = table(&objects.slices_by_service)
-            + table(&objects.slice_owner)
+        let endpoint_slices = table(&objects.slice_owner)
             + objects
-                .slices_by_service
+                .services
                 .values()
+                .map(|entry| &entry.slices)
                 .map(|slices| {
                     vec_bytes(slices)
                         + slices
@@ -723,12 +890,7 @@ impl LiveZone {
         let sources = vec_bytes(&self.sources.keys)
             + table(&self.sources.ids)
             + vec_bytes(&self.sources.free);
-        let contributors = table(&self.contributors)
-            + self
-                .contributors
-                .values()
-                .map(Few::heap_bytes)
-                .sum::<usize>();
+        let contributors = self.contributors.heap_bytes();
         let dependencies = table(&self.dependents)
             + self.dependents.values().map(Few::heap_bytes).sum::<usize>()
             + table(&self.lookups_of)
@@ -743,7 +905,7 @@ impl LiveZone {
             contributors,
             dependencies,
             index: self.index_bytes,
-            service_count: objects.services.len(),
+            service_count: objects.service_count,
             endpoint_slice_count: objects.slice_owner.len(),
             name_count: self.contributors.len(),
         }
@@ -759,46 +921,80 @@ impl LiveZone {
         // A relist may have replaced objects whose names nothing holds any more.
         self.objects.interner.purge();
         self.sources = SourceTable::default();
-        self.contributors.clear();
-        self.dependents.clear();
-        self.lookups_of.clear();
+        self.contributors = Contributors::default();
+        self.dependents = HashMap::new();
+        self.lookups_of = HashMap::new();
         let keys = self.objects.all_sources();
         let source_count = keys.len();
-        let mut merged: HashMap<Vec<u8>, NameRecords> = HashMap::new();
-        for key in keys {
-            let part = self.objects.part(&key, &self.settings.records);
+        // First every name's contributors, from parts dropped as soon as they are read.
+        let mut ids = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let part = self.objects.part(key, &self.settings.records);
             if part.names.is_empty() {
                 continue;
             }
-            let id = self.sources.id(&key);
-            for (name, records) in part.names {
+            let id = self.sources.id(key);
+            ids.push(id);
+            for name in part.names.keys() {
                 // Sources come in order, so each list stays sorted.
-                push_to(
-                    &mut self.contributors,
-                    self.hasher.hash_one(name.as_slice()),
-                    id,
-                );
-                merged.entry(name).or_default().merge(&records);
+                self.contributors
+                    .push(self.hasher.hash_one(name.as_slice()), id);
             }
         }
-        let lookup = Recording {
-            inner: &merged,
-            looked_up: RefCell::default(),
-        };
+        drop(keys);
+        // Then the names one group of shards at a time: merged records take about three
+        // times the bytes of their encoding, so holding all of them at once made the full
+        // build the process's peak. Each group re-derives every part and keeps the names
+        // that fall in it; what an encoding reads outside the group is merged on demand.
         let mut builders: Vec<ShardBuilder> =
             (0..SHARD_COUNT).map(|_| ShardBuilder::default()).collect();
-        for (name, records) in &merged {
-            let hash = self.hasher.hash_one(name.as_slice());
-            let encoded = Encoder {
-                owner: name,
-                zone: &self.zone,
-                names: &lookup,
-                ttl: self.settings.ttl,
+        let mut names_encoded = 0;
+        let group_of = |hash: u64| shard_of(hash) * REBUILD_GROUPS / SHARD_COUNT;
+        for group in 0..REBUILD_GROUPS {
+            let mut merged: HashMap<Vec<u8>, NameRecords> = HashMap::new();
+            for &id in &ids {
+                let part = self
+                    .objects
+                    .part(self.sources.key(id), &self.settings.records);
+                for (name, records) in part.names {
+                    if group_of(self.hasher.hash_one(name.as_slice())) == group {
+                        merged.entry(name).or_default().merge(&records);
+                    }
+                }
             }
-            .entry(records);
-            let read = lookup.take(&self.hasher, hash);
-            record_dependencies(&mut self.dependents, &mut self.lookups_of, hash, read);
-            builders[shard_of(hash)].push(hash, name, &encoded);
+            let lookup = GroupLookup {
+                group,
+                group_of: &group_of,
+                merged: &merged,
+                others: Merging {
+                    objects: &self.objects,
+                    settings: &self.settings.records,
+                    sources: &self.sources,
+                    contributors: &self.contributors,
+                    hasher: &self.hasher,
+                    parts: RefCell::default(),
+                    looked_up: RefCell::default(),
+                },
+            };
+            for (name, records) in &merged {
+                let hash = self.hasher.hash_one(name.as_slice());
+                let encoded = Encoder {
+                    owner: name,
+                    zone: &self.zone,
+                    names: &lookup,
+                    ttl: self.settings.ttl,
+                }
+                .entry(records);
+                let read = std::mem::take(&mut *lookup.others.looked_up.borrow_mut());
+                // Parts merged for names outside the group serve one encoding only: kept,
+                // they would add up to every part of the zone.
+                lookup.others.parts.borrow_mut().clear();
+                let read = read_hashes(&self.hasher, hash, read);
+                let read = cross_source_reads(&self.contributors, hash, read);
+                record_dependencies(&mut self.dependents, &mut self.lookups_of, hash, read);
+                builders[shard_of(hash)].push(hash, name, &encoded);
+            }
+            names_encoded += merged.len();
         }
         self.shards = builders
             .into_iter()
@@ -808,7 +1004,7 @@ impl LiveZone {
             full: true,
             duration: Duration::ZERO,
             sources: source_count,
-            names_encoded: merged.len(),
+            names_encoded,
             shards_repacked: SHARD_COUNT,
         }
     }
@@ -828,22 +1024,13 @@ impl LiveZone {
             let new_hashes: HashSet<u64> = new.names.keys().map(|name| self.hash(name)).collect();
             let id = self.sources.id(&key);
             for &hash in old_hashes.difference(&new_hashes) {
-                remove_from(&mut self.contributors, hash, id);
+                self.contributors.remove(hash, id);
             }
             for &hash in new_hashes.difference(&old_hashes) {
-                match self.contributors.entry(hash) {
-                    Entry::Vacant(vacant) => {
-                        vacant.insert(Few::One(id));
-                    }
-                    Entry::Occupied(mut occupied) => {
-                        let sources = &self.sources;
-                        let position = occupied
-                            .get()
-                            .as_slice()
-                            .partition_point(|&other| sources.key(other) < &key);
-                        occupied.get_mut().insert(position, id);
-                    }
-                }
+                let sources = &self.sources;
+                self.contributors.insert(hash, id, |list| {
+                    list.partition_point(|&other| sources.key(other) < &key)
+                });
             }
             for (name, records) in &old.names {
                 if new.names.get(name) != Some(records) {
@@ -880,6 +1067,9 @@ impl LiveZone {
             }
         }
 
+        // Reads within one source are not in `dependents` (see `cross_source_reads`): the
+        // readers of a changed name are among the reading names of its sources' parts.
+        let changed_sources: Vec<u32> = new_parts.keys().copied().collect();
         let lookup = Merging {
             objects: &self.objects,
             settings: &self.settings.records,
@@ -889,6 +1079,26 @@ impl LiveZone {
             parts: RefCell::new(new_parts),
             looked_up: RefCell::default(),
         };
+        let mut sources_read: HashSet<u32> = changed_sources.into_iter().collect();
+        for name in &affected {
+            if let Some(ids) = self.contributors.get(self.hash(name)) {
+                sources_read.extend(ids);
+            }
+        }
+        for id in sources_read {
+            let part = lookup.part(id);
+            for (name, records) in &part.names {
+                // A name fed by several sources may read through another source's records.
+                let may_read = reads_other_names(records)
+                    || self
+                        .contributors
+                        .get(self.hash(name))
+                        .is_some_and(|ids| ids.len() > 1);
+                if may_read && !to_encode.contains(name) {
+                    to_encode.insert(name.clone());
+                }
+            }
+        }
         let mut changes: HashMap<usize, Vec<NameChange>> = HashMap::new();
         for name in to_encode {
             let hash = self.hasher.hash_one(name.as_slice());
@@ -903,6 +1113,7 @@ impl LiveZone {
                 .entry(&records);
                 let read = std::mem::take(&mut *lookup.looked_up.borrow_mut());
                 let read = read_hashes(&self.hasher, hash, read);
+                let read = cross_source_reads(&self.contributors, hash, read);
                 record_dependencies(&mut self.dependents, &mut self.lookups_of, hash, read);
                 encoded
             });
@@ -954,6 +1165,32 @@ fn read_hashes(hasher: &RandomState, owner: u64, read: Vec<Vec<u8>>) -> Vec<u64>
     hashes
 }
 
+/// Whether encoding `records` may read other names: SRV targets (for the additional section),
+/// an alias chain, the apex's nameserver glue.
+fn reads_other_names(records: &NameRecords) -> bool {
+    !records.services.is_empty() || records.alias.is_some() || records.apex
+}
+
+/// The names of `read` that `dependents` must remember for the name `owner`: those not fed
+/// solely by a source that also feeds `owner`.
+///
+/// Nearly every read is of that kind (a headless Service's SRV answers read its endpoints'
+/// names, all from the one Service source), and kept they were most of `dependents`. They
+/// need no entry: such a name changes only when its source's part changes or another source
+/// starts feeding it, and either way [`LiveZone::update`] re-encodes every reading name
+/// (see [`reads_other_names`]) of the parts of the changed sources and of the changed
+/// names' contributors.
+fn cross_source_reads(contributors: &Contributors, owner: u64, read: Vec<u64>) -> Vec<u64> {
+    let Some(owner_sources) = contributors.get(owner) else {
+        return read;
+    };
+    read.into_iter()
+        .filter(|&target| {
+            !matches!(contributors.get(target), Some(&[only]) if owner_sources.contains(&only))
+        })
+        .collect()
+}
+
 fn record_dependencies(
     dependents: &mut HashMap<u64, Few<u64>>,
     lookups_of: &mut HashMap<u64, Few<u64>>,
@@ -981,26 +1218,28 @@ fn forget_dependencies(
     }
 }
 
-/// A full build's lookup: the merged map, noting which names were read.
-struct Recording<'a> {
-    inner: &'a HashMap<Vec<u8>, NameRecords>,
-    looked_up: RefCell<Vec<Vec<u8>>>,
+/// How many groups of shards a full rebuild merges and encodes one after the other (see
+/// [`LiveZone::rebuild`]): each more costs one more derivation of every part (about a tenth
+/// of the build's time) and saves holding another share of the merged records.
+const REBUILD_GROUPS: usize = 4;
+
+/// A full build's lookup: names of the group being encoded from its merged map, any other
+/// from its contributors' parts; notes which names were read.
+struct GroupLookup<'a, F> {
+    group: usize,
+    group_of: &'a F,
+    merged: &'a HashMap<Vec<u8>, NameRecords>,
+    others: Merging<'a>,
 }
 
-impl Recording<'_> {
-    fn take(&self, hasher: &RandomState, owner: u64) -> Vec<u64> {
-        read_hashes(
-            hasher,
-            owner,
-            std::mem::take(&mut *self.looked_up.borrow_mut()),
-        )
-    }
-}
-
-impl RecordLookup for Recording<'_> {
+impl<F: Fn(u64) -> usize> RecordLookup for GroupLookup<'_, F> {
     fn lookup(&self, name: &[u8]) -> Option<Cow<'_, NameRecords>> {
-        self.looked_up.borrow_mut().push(name.to_vec());
-        self.inner.get(name).map(Cow::Borrowed)
+        if (self.group_of)(self.others.hasher.hash_one(name)) == self.group {
+            self.others.looked_up.borrow_mut().push(name.to_vec());
+            self.merged.get(name).map(Cow::Borrowed)
+        } else {
+            self.others.lookup(name)
+        }
     }
 }
 
@@ -1010,7 +1249,7 @@ struct Merging<'a> {
     objects: &'a Objects,
     settings: &'a records::RecordSettings,
     sources: &'a SourceTable,
-    contributors: &'a HashMap<u64, Few<u32>>,
+    contributors: &'a Contributors,
     hasher: &'a RandomState,
     parts: RefCell<HashMap<u32, Rc<ZoneRecords>>>,
     looked_up: RefCell<Vec<Vec<u8>>>,
@@ -1027,9 +1266,9 @@ impl Merging<'_> {
     }
 
     fn merged(&self, name: &[u8]) -> Option<NameRecords> {
-        let ids = self.contributors.get(&self.hasher.hash_one(name))?;
+        let ids = self.contributors.get(self.hasher.hash_one(name))?;
         let mut merged: Option<NameRecords> = None;
-        for &id in ids.as_slice() {
+        for &id in ids {
             if let Some(records) = self.part(id).names.get(name) {
                 merged.get_or_insert_default().merge(records);
             }
@@ -1398,8 +1637,9 @@ mod tests {
                 model.apply(&object, exists);
             }
             let mut zone = LiveZone::from_state(&model.state(), settings());
-            zone.publish();
+            let rebuilt = zone.publish();
             prop_assert!(zone.last_publish().full);
+            assert_same(&rebuilt, &Snapshot::build(&model.state(), &settings()));
             for batch in &batches {
                 for change in batch {
                     let (object, exists) = object_of(change);

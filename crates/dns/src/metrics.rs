@@ -282,6 +282,15 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
+        if let Some(report) = crate::zone_memory_report() {
+            text.push_str("# HELP hollow_dns_zone_heap_bytes Estimated heap bytes of the watch-fed zone, by part (a few seconds old at most).\n# TYPE hollow_dns_zone_heap_bytes gauge\n");
+            for (part, bytes) in report.parts() {
+                let _ = writeln!(
+                    text,
+                    "hollow_dns_zone_heap_bytes{{part=\"{part}\"}} {bytes}"
+                );
+            }
+        }
         text
     }
 }
