@@ -309,7 +309,8 @@ fn published_endpoints<'a>(
             if !(endpoint.ready || publish_all) {
                 continue;
             }
-            let name = match endpoint.hostname.as_deref() {
+            let hostname = slice.hostname(endpoint);
+            let name = match hostname {
                 Some(hostname) => Cow::Borrowed(hostname),
                 None => Cow::Owned(dashed_address(endpoint.address)),
             };
@@ -320,7 +321,7 @@ fn published_endpoints<'a>(
             published.push(PublishedEndpoint {
                 address: endpoint.address,
                 name,
-                has_hostname: endpoint.hostname.is_some(),
+                has_hostname: hostname.is_some(),
                 ports: &slice.ports,
             });
         }

@@ -3,7 +3,9 @@
 //!
 //! Data flow: one watcher task per kind converts each object, as it arrives, into the compact
 //! form of [`crate::compact`] (the Kubernetes structure is dropped right after) and sends it
-//! down one channel. One dedicated thread owns the [`LiveZone`]: it waits for the first
+//! down one channel. Lists too are streamed, object by object between a start and an end
+//! marker, rather than gathered first: a gathered list was a second copy of every object at
+//! the moment of the sync peak. One dedicated thread owns the [`LiveZone`]: it waits for the first
 //! complete list of every kind (until then the server answers SERVFAIL in the zone), builds
 //! the zone in full, publishes, and from then on takes whatever events are queued — all of
 //! them, without waiting for more — applies them to the zone and publishes once. A burst that
@@ -17,7 +19,9 @@
 //! zone allocation on one thread there is one arena to reuse. After each full rebuild the
 //! freed heap (the list's transient objects, the previous index) is handed back to the
 //! operating system (`malloc_trim`), and lists are read in pages of [`LIST_PAGE_SIZE`] so
-//! that the transient peak of a relist stays small.
+//! that the transient peak of a relist stays small. On glibc, [`share_one_heap_arena`]
+//! (called by a process before it starts its threads) goes further: one arena for every
+//! thread, so no heap keeps holes only its own thread could reuse.
 //!
 //! When the API server goes away the watchers retry with backoff while the zone, and so the
 //! served snapshot, keeps the last good data. A relist after reconnecting replaces that kind's
@@ -52,8 +56,11 @@ pub const LIST_PAGE_SIZE: u32 = 100;
 enum Update {
     Applied(Object),
     Deleted(Object),
-    /// A complete list of one kind (the first sync, or a relist after reconnecting).
-    Relisted(Kind, Vec<Object>),
+    /// A list of one kind begins (the first sync, or a relist after reconnecting): its
+    /// objects follow as `Applied`, then `Listed`.
+    Listing(Kind),
+    /// The list of one kind is complete.
+    Listed(Kind),
 }
 
 fn spawn_watcher<K>(
@@ -69,20 +76,14 @@ where
         watcher(api, watcher::Config::default().page_size(LIST_PAGE_SIZE)).default_backoff();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
-        let mut listed = Vec::new();
         while let Some(event) = stream.next().await {
             let update = match event {
-                Ok(watcher::Event::Apply(object)) => Update::Applied(convert(&object)),
+                Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
+                    Update::Applied(convert(&object))
+                }
                 Ok(watcher::Event::Delete(object)) => Update::Deleted(convert(&object)),
-                Ok(watcher::Event::Init) => {
-                    listed.clear();
-                    continue;
-                }
-                Ok(watcher::Event::InitApply(object)) => {
-                    listed.push(convert(&object));
-                    continue;
-                }
-                Ok(watcher::Event::InitDone) => Update::Relisted(kind, std::mem::take(&mut listed)),
+                Ok(watcher::Event::Init) => Update::Listing(kind),
+                Ok(watcher::Event::InitDone) => Update::Listed(kind),
                 Err(error) => {
                     tracing::warn!(?kind, %error, "watch failed; retrying");
                     continue;
@@ -195,20 +196,27 @@ fn keep_zone(
 ) {
     let mut last_report = Instant::now();
     let mut last_trim = Instant::now();
+    // Kinds whose list is under way: until it completes the zone holds part of them, so
+    // nothing is published (the server keeps the previous snapshot).
+    let mut listing = HashSet::new();
     while let Some(first) = updates.blocking_recv() {
         let mut next = Some(first);
         while let Some(update) = next {
             match update {
                 Update::Applied(object) => zone.apply(object),
                 Update::Deleted(object) => zone.delete(&object),
-                Update::Relisted(kind, objects) => {
-                    zone.replace(kind, objects);
+                Update::Listing(kind) => {
+                    zone.start_relist(kind);
+                    listing.insert(kind);
+                }
+                Update::Listed(kind) => {
+                    listing.remove(&kind);
                     unlisted.remove(&kind);
                 }
             }
             next = updates.try_recv().ok();
         }
-        if !unlisted.is_empty() || !zone.has_changes() {
+        if !unlisted.is_empty() || !listing.is_empty() || !zone.has_changes() {
             continue;
         }
         let Some(snapshot) = publish_catching_panics(&mut zone) else {
