@@ -5,11 +5,13 @@
 //! redb store in a temporary directory, twice in the same minutes so the two figures compare:
 //!
 //! * `fsync per commit`: every group-commit batch is a durable redb commit (the old design);
-//! * `write-ahead log`: every batch is one append + one fdatasync of the log, redb commits are
-//!   non-durable and made durable by periodic checkpoints (the current default).
+//! * `write-ahead log`: every batch is one append + one fdatasync of the log and a new
+//!   in-memory overlay; a background thread applies the overlay to redb every 100 ms in one
+//!   durable commit (the current default).
 //!
 //! The writer thread's CPU comes from `/proc/self/task/<tid>/schedstat` (nanoseconds on CPU),
-//! so it counts the kernel's share of the fsync too.
+//! so it counts the kernel's share of the fsync too; the applier thread's CPU (off the
+//! acknowledgement path, but still CPU) is reported beside it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,28 +65,38 @@ async fn run(mode: Mode, backend: Arc<RedbBackend>) {
     let store = Store::new(backend.clone() as Arc<dyn Backend>, StoreOptions::default())
         .expect("start the store");
     // The thread names itself once it runs, which may be a moment after the store is built.
-    let mut writer_thread = writer_thread_id();
+    let mut writer_thread = newest_thread_named(WRITER_THREAD);
     for _ in 0..1_000 {
         if writer_thread.is_some() {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
-        writer_thread = writer_thread_id();
+        writer_thread = newest_thread_named(WRITER_THREAD);
     }
     let writer_thread = writer_thread.expect("find the store writer thread in /proc");
+    let applier_thread = match mode {
+        Mode::WriteAheadLog => newest_thread_named(APPLIER_THREAD),
+        Mode::FsyncPerCommit => None,
+    };
     let cpu_before = thread_cpu(writer_thread);
+    let applier_cpu_before = applier_thread.map(thread_cpu).unwrap_or_default();
     let syncs_before = backend.sync_stats();
     let elapsed = concurrent_creates(&store, WRITERS, WRITES / WRITERS).await;
     let cpu = thread_cpu(writer_thread).saturating_sub(cpu_before);
+    let applier_cpu = applier_thread
+        .map(thread_cpu)
+        .unwrap_or_default()
+        .saturating_sub(applier_cpu_before);
     let syncs = backend.sync_stats();
     let stats = store.stats();
     let commits = stats.commits.max(1) as f64;
     println!(
-        "{:<18} {:>7.0} writes/s | writer CPU {:>5.1} µs/write | {:>5.1} writes/commit | \
-         {:.2} log fsyncs + {:.3} redb durable commits per commit",
+        "{:<18} {:>7.0} writes/s | writer CPU {:>5.1} µs/write (applier {:>4.1}) | \
+         {:>5.1} writes/commit | {:.2} log fsyncs + {:.3} redb durable commits per commit",
         format!("{mode:?}:"),
         WRITES as f64 / elapsed.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / WRITES as f64,
+        applier_cpu.as_secs_f64() * 1e6 / WRITES as f64,
         stats.writes as f64 / commits,
         (syncs.log_syncs - syncs_before.log_syncs) as f64 / commits,
         (syncs.durable_commits - syncs_before.durable_commits) as f64 / commits,
@@ -118,15 +130,18 @@ async fn concurrent_creates(store: &Store, writers: usize, per_writer: usize) ->
     started.elapsed()
 }
 
-/// The newest thread of this process named like the store's writer (a previous store's writer
-/// has exited by the time the next store starts).
-fn writer_thread_id() -> Option<u64> {
+/// Thread names as the kernel keeps them: their first 15 bytes.
+const WRITER_THREAD: &str = "hollow-store-wr";
+const APPLIER_THREAD: &str = "hollow-store-ap";
+
+/// The newest thread of this process with this name (a previous store's threads have exited
+/// by the time the next store starts).
+fn newest_thread_named(name: &str) -> Option<u64> {
     let mut newest = None;
     for entry in std::fs::read_dir("/proc/self/task").ok()? {
         let entry = entry.ok()?;
         let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-        // The kernel keeps the first 15 bytes of a thread name.
-        if comm.trim_end() == "hollow-store-wr" {
+        if comm.trim_end() == name {
             let id: u64 = entry.file_name().to_str()?.parse().ok()?;
             newest = newest.max(Some(id));
         }

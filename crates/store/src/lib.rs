@@ -98,6 +98,7 @@
 
 pub mod backend;
 pub mod engine;
+mod overlay;
 pub mod testing;
 mod wal;
 

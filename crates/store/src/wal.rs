@@ -198,6 +198,30 @@ impl Log {
         Ok(())
     }
 
+    /// Deletes the closed segments whose every entry is at or below `applied` (redb holds them
+    /// durably). A segment's entries end where the next segment's begin, so only segments
+    /// followed by another one can be judged; the active segment always stays.
+    pub fn remove_segments_through(&mut self, applied: Revision) -> Result<()> {
+        let next_firsts = self
+            .closed
+            .iter()
+            .skip(1)
+            .chain(self.active.as_ref().map(|active| &active.path))
+            .take(self.closed.len())
+            .map(|path| first_revision(path));
+        let covered = next_firsts
+            .take_while(|first| first.is_some_and(|first| first <= applied + 1))
+            .count();
+        for path in self.closed.drain(..covered) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_error(error)),
+            }
+        }
+        Ok(())
+    }
+
     fn rotate(&mut self, first_revision: Revision, needed: u64) -> Result<()> {
         let size = SEGMENT_BYTES.max(needed);
         let path = self.directory.join(format!("{first_revision:020}.wal"));
@@ -235,6 +259,11 @@ impl Log {
         });
         Ok(())
     }
+}
+
+/// The first revision a segment was started for, from its name (`<revision:020>.wal`).
+fn first_revision(path: &Path) -> Option<Revision> {
+    path.file_stem()?.to_str()?.parse().ok()
 }
 
 /// The segment files in `directory`, oldest first (their names sort by revision).
