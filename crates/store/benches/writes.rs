@@ -9,6 +9,12 @@
 //!   in-memory overlay; a background thread applies the overlay to redb every 100 ms in one
 //!   durable commit (the current default).
 //!
+//! To compare with redb on the acknowledgement path (every batch also a non-durable redb
+//! commit on the writer thread, the design before the overlay), run the same bench from
+//! commit e0d4055 in a second work tree, alternating with this one:
+//! `git worktree add --detach /tmp/before e0d4055 && cd /tmp/before &&
+//! cargo bench -p hollow-store --bench writes -- wal`.
+//!
 //! The writer thread's CPU comes from `/proc/self/task/<tid>/schedstat` (nanoseconds on CPU),
 //! so it counts the kernel's share of the fsync too; the applier thread's CPU (off the
 //! acknowledgement path, but still CPU) is reported beside it.

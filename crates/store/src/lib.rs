@@ -17,6 +17,8 @@
 //! * [`backend`]: the [`Backend`] trait a storage engine implements, with its two engines:
 //!   [`RedbBackend`] (persistent, the default) and [`MemoryBackend`] (tests, `--ephemeral`).
 //! * `wal` (private): the write-ahead log that makes [`RedbBackend`] commits durable.
+//! * `overlay` (private): the acknowledged writes redb does not hold yet, and the merge of
+//!   them with a redb snapshot that reads use.
 //! * [`engine`]: [`Store`], which owns a backend, the single writer thread that batches writes,
 //!   the event history and the watch fan-out.
 //! * [`testing`]: the conformance suite every backend must pass, and the
@@ -25,15 +27,19 @@
 //! # Data flow
 //!
 //! ```text
-//!  Store::write ──► channel ──► writer thread: batch ─► Backend::commit
-//!                                     │            redb: apply the batch in one transaction
-//!                                     │            log:  append one frame + fdatasync  (durable)
-//!                                     │            redb: commit without fsync          (visible)
-//!                                     │            every 100 ms instead: one fsynced redb
-//!                                     │            commit (checkpoint), older log deleted
+//!  Store::write ──► channel ──► writer thread: batch ─► Backend::commit (RedbBackend)
+//!                                     │   preconditions against overlay-over-redb
+//!                                     │   log: append one frame + fdatasync   (durable)
+//!                                     │   overlay: publish a new immutable version (visible)
 //!                                     ├─► 1. history ring + per-watcher queues ──► Watch
 //!                                     └─► 2. reply to each waiting writer
-//!  Store::get / Store::list ──► redb read snapshot (never blocks on the writer)
+//!
+//!  applier thread, every 100 ms (sooner past 16 Ki keys / 32 MiB in the overlay):
+//!      overlay changes since its last round ─► one redb transaction, fsynced (durable in redb)
+//!      then the writer prunes them from the overlay and deletes the log segments they cover
+//!
+//!  Store::get / Store::list ──► overlay version + redb read snapshot that completes it
+//!                                (merged in key order; never blocks on the writer)
 //!  RedbBackend::open ──► redb's last durable commit + replay of newer log entries
 //! ```
 //!
@@ -54,20 +60,41 @@
 //! creates near 5,500/s on two cores (the API server needs the rest of the CPU). So, as etcd
 //! does, durability comes from an append-only log instead: each batch is one frame (length,
 //! CRC-32, the batch's changes with their revisions) written at the end of a preallocated,
-//! zero-filled segment and `fdatasync`ed, which is one sequential write and no metadata. redb
-//! still gets every batch, but committed with `Durability::None` (no fsync), and only a
-//! periodic checkpoint (a `Durability::Immediate` commit every [`RedbOptions`]
-//! `checkpoint_interval`, 100 ms by default) makes it durable, after which the log segments it
-//! covers are deleted. redb is applied *before* the writers are answered (only its fsync moved
-//! to the log), so every read after an acknowledgement sees the write. On open, redb holds its
-//! last durable commit and the revision it covers; log entries above that revision are replayed
-//! in one durable commit, and a torn tail (a frame cut short, or failing its CRC) is dropped: it
-//! can only be a batch whose `fdatasync` never returned, so it was never acknowledged. Measured
-//! with `cargo bench -p hollow-store --bench writes` (16 writers, 1,444-byte values), the
-//! writer's CPU per durable write fell from ~60 µs to ~36-40 µs. What remains is mostly redb
-//! itself (page allocation, checksums, its page cache, ~40%) and the kernel's share of the log
-//! write and `fdatasync` (~40%). [`RedbBackend::open_fsync_per_commit`] keeps the old mode, for
-//! comparison.
+//! zero-filled segment and `fdatasync`ed, which is one sequential write and no metadata. On
+//! open, redb holds its last durable commit and the revision it covers; log entries above that
+//! revision are replayed in one durable commit, and a torn tail (a frame cut short, or failing
+//! its CRC) is dropped: it can only be a batch whose `fdatasync` never returned, so it was
+//! never acknowledged. Log segments are deleted only once a durable redb commit holds every
+//! entry in them. [`RedbBackend::open_fsync_per_commit`] keeps the log-less mode (one durable
+//! redb commit per batch), for comparison.
+//!
+//! **Why an overlay, and redb on its own thread.** With the log alone, the writer still applied
+//! every batch to redb (non-durably) before acknowledging it, so reads would see it. API
+//! batches are small (5-7 writes), so redb's fixed cost per commit (page copies, checksums,
+//! allocation) still dominated: ~36-42 µs of writer CPU per write, against ~21-23 µs for the
+//! in-memory engine, and the 100 ms durable checkpoint ran on the writer too, stalling the batch
+//! (and its watch events) behind it. Now the writer only checks preconditions, appends the
+//! log, and publishes the batch in an in-memory *overlay* (module `overlay`): key → latest
+//! `(create_revision, mod_revision, value)` or a tombstone, in a persistent ordered map
+//! (`imbl::OrdMap`), so each batch derives a new immutable version sharing every untouched node,
+//! and publishing it to readers is one `ArcSwap` store. A separate applier thread writes
+//! everything the overlay gained since its last round to redb in ONE durable transaction
+//! every `checkpoint_interval` (100 ms): hundreds of writes share redb's per-commit cost, and
+//! neither that commit nor its fsync is ever on the path of an acknowledgement or a watch
+//! event. A read takes an overlay version, then a redb read snapshot, and merges the two in
+//! key order (an overlay entry shadows redb's row; a tombstone hides it). Each overlay version
+//! carries its `revision` (what reads report) and `applied` (the durable redb revision up to
+//! which entries were pruned from it); a redb snapshot at `r` completes it exactly when
+//! `applied <= r <= revision`, so a read never sees a key vanish or go back in time while its
+//! entry moves from the overlay to redb, and a list never mixes in a write newer than the
+//! revision it reports (if the applier committed between the two loads, the read retries).
+//! Entries leave the overlay only on the writer's next batch after redb holds them durably.
+//!
+//! **The overlay's bound.** Past 16 Ki keys or 32 MiB of values the writer wakes the applier
+//! early; past 128 Ki keys or 256 MiB it waits, before acknowledging the batch that crossed the
+//! line, until redb holds everything (so at most one batch, [`MAX_BATCH`] writes, beyond the
+//! hard bound). At 10,000 writes/s a 100 ms round is ~1,000 keys, far below either line: the
+//! bound only matters when redb's fsync stalls.
 //!
 //! **Group commit.** An fsync costs about as much for one write as for a hundred, so the
 //! writer thread commits whatever is queued as one transaction (up to [`MAX_BATCH`]) and

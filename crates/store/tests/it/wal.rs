@@ -1,7 +1,7 @@
-//! The write-ahead log across a real crash: a child process writes through a store whose redb
-//! is never checkpointed (so redb holds only non-durable commits and every acknowledged write
-//! is durable in the log alone), reports its acknowledgements, and is `kill -9`ed while idle.
-//! Reopening must replay the log.
+//! The write-ahead log across a real crash: a child process writes through a store whose
+//! applier never runs (so redb holds none of the writes: every acknowledged write lives in the
+//! in-memory overlay and, durably, in the log alone), reports its acknowledgements, and is
+//! `kill -9`ed while idle. Reopening must replay the log.
 //!
 //! The child is this same test binary, re-run with `--ignored --exact` on
 //! [`log_only_writer_child`] and the database path in [`CHILD_ENV`].
