@@ -16,8 +16,12 @@
 //!
 //! * the objects as [`crate::compact`] records, converted by the watchers (the Kubernetes
 //!   structures are dropped right after each event), with namespace and object names interned
-//!   so that records, map keys and source keys share one allocation per name; a Service's
-//!   slices sit in a sorted `Vec` (a `BTreeMap` leaf reserves room for 11 of them);
+//!   so that records, map keys and source keys share one allocation per name. A Service and
+//!   its slices share one table entry, the slices in a sorted `Vec` (a `BTreeMap` leaf
+//!   reserves room for 11 of them); a slice's owner is found from its name (the controller
+//!   names slices `<service>-<suffix>`), with a table only for slices named otherwise;
+//! * the source table: id ↔ source key, the way back through a keyed hash of the key
+//!   ([`SourceTable`]);
 //! * `contributors`: keyed hash of a name → ids (`u32`) of the sources whose part has it,
 //!   sorted in source order. Only hashes, not names: a 64-bit keyed hash collision merely
 //!   makes a merge look at one source too many (merging reads the part's name itself). One
@@ -525,16 +529,31 @@ impl Contributors {
 }
 
 /// Source ids, so that `contributors` stores four bytes per source instead of its key.
+///
+/// The way back, key → id, goes through a keyed 64-bit hash of the key: a table of
+/// `u64 → u32` takes 17 bytes per bucket where one keyed by the key itself took 49 (0.8 MiB
+/// on the benchmark cluster). The key is checked against `keys`; the rare key whose hash is
+/// already taken by another goes to `colliding`.
 #[derive(Default)]
 struct SourceTable {
     keys: Vec<Option<SourceKey>>,
-    ids: HashMap<SourceKey, u32>,
+    by_hash: HashMap<u64, u32>,
+    colliding: HashMap<SourceKey, u32>,
     free: Vec<u32>,
+    hasher: RandomState,
 }
 
 impl SourceTable {
+    fn find(&self, key: &SourceKey, hash: u64) -> Option<u32> {
+        match self.by_hash.get(&hash) {
+            Some(&id) if self.keys[id as usize].as_ref() == Some(key) => Some(id),
+            _ => self.colliding.get(key).copied(),
+        }
+    }
+
     fn id(&mut self, key: &SourceKey) -> u32 {
-        if let Some(&id) = self.ids.get(key) {
+        let hash = self.hasher.hash_one(key);
+        if let Some(id) = self.find(key, hash) {
             return id;
         }
         let id = match self.free.pop() {
@@ -547,7 +566,14 @@ impl SourceTable {
                 (self.keys.len() - 1) as u32
             }
         };
-        self.ids.insert(key.clone(), id);
+        match self.by_hash.entry(hash) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(id);
+            }
+            Entry::Occupied(_) => {
+                self.colliding.insert(key.clone(), id);
+            }
+        }
         id
     }
 
@@ -558,10 +584,24 @@ impl SourceTable {
     }
 
     fn release(&mut self, key: &SourceKey) {
-        if let Some(id) = self.ids.remove(key) {
-            self.keys[id as usize] = None;
-            self.free.push(id);
+        let hash = self.hasher.hash_one(key);
+        let Some(id) = self.find(key, hash) else {
+            return;
+        };
+        if self.by_hash.get(&hash) == Some(&id) {
+            self.by_hash.remove(&hash);
+        } else {
+            self.colliding.remove(key);
         }
+        self.keys[id as usize] = None;
+        self.free.push(id);
+    }
+
+    fn heap_bytes(&self) -> usize {
+        vec_bytes(&self.keys)
+            + table(&self.by_hash)
+            + table(&self.colliding)
+            + vec_bytes(&self.free)
     }
 }
 
@@ -921,9 +961,7 @@ impl LiveZone {
                 .values()
                 .map(|pod| chunk(pod.heap_bytes()))
                 .sum::<usize>();
-        let sources = vec_bytes(&self.sources.keys)
-            + table(&self.sources.ids)
-            + vec_bytes(&self.sources.free);
+        let sources = self.sources.heap_bytes();
         let contributors = self.contributors.heap_bytes();
         let dependencies = table(&self.dependents)
             + self.dependents.values().map(Few::heap_bytes).sum::<usize>()
@@ -1123,7 +1161,7 @@ impl LiveZone {
             let part = lookup.part(id);
             for (name, records) in &part.names {
                 // A name fed by several sources may read through another source's records.
-                let may_read = reads_other_names(records)
+                let may_read = reads_other_names(name, records)
                     || self
                         .contributors
                         .get(self.hash(name))
@@ -1199,10 +1237,13 @@ fn read_hashes(hasher: &RandomState, owner: u64, read: Vec<Vec<u8>>) -> Vec<u64>
     hashes
 }
 
-/// Whether encoding `records` may read other names: SRV targets (for the additional section),
-/// an alias chain, the apex's nameserver glue.
-fn reads_other_names(records: &NameRecords) -> bool {
-    !records.services.is_empty() || records.alias.is_some() || records.apex
+/// Whether encoding the `records` of `name` may read other names: SRV targets (for the
+/// additional section), an alias chain, the apex's nameserver glue. An endpoint's own SRV
+/// records point at itself, which is no read of another name.
+fn reads_other_names(name: &[u8], records: &NameRecords) -> bool {
+    records.services.iter().any(|record| record.target != name)
+        || records.alias.is_some()
+        || records.apex
 }
 
 /// The names of `read` that `dependents` must remember for the name `owner`: those not fed
@@ -1717,6 +1758,48 @@ mod tests {
         assert!(update.shards_repacked <= update.names_encoded);
         let full = Snapshot::build(&zone_state_with_extra(), &settings());
         assert_same(&snapshot, &full);
+    }
+
+    #[test]
+    fn source_ids_survive_hash_collisions() {
+        let mut table = SourceTable::default();
+        let first = SourceKey::Namespace(Arc::from("first"));
+        let second = SourceKey::Namespace(Arc::from("second"));
+        let first_id = table.id(&first);
+        // As if `second` hashed like `first`.
+        let second_hash = table.hasher.hash_one(&second);
+        table.by_hash.insert(second_hash, first_id);
+        let second_id = table.id(&second);
+        assert_ne!(first_id, second_id);
+        assert_eq!(table.id(&second), second_id);
+        assert_eq!(table.key(second_id), &second);
+        table.release(&second);
+        assert!(table.colliding.is_empty());
+        assert_eq!(table.by_hash.get(&second_hash), Some(&first_id));
+        assert_eq!(table.id(&first), first_id);
+    }
+
+    #[test]
+    fn a_relist_forgets_what_it_no_longer_lists() {
+        let mut state = zone_state_with_extra();
+        let mut zone = LiveZone::from_state(&state, settings());
+        zone.publish();
+        // The relist streams every slice but the extra one, as the watchers hand it over.
+        state
+            .endpoint_slices
+            .retain(|slice| slice.metadata.name.as_deref() != Some("nginx-extra"));
+        zone.start_relist(Kind::EndpointSlice);
+        assert!(zone.full_rebuild_pending());
+        for slice in &state.endpoint_slices {
+            zone.apply(Object::endpoint_slice(slice));
+        }
+        let relisted = zone.publish();
+        assert!(zone.last_publish().full);
+        assert_same(&relisted, &Snapshot::build(&state, &settings()));
+        assert_eq!(
+            zone.memory_report().endpoint_slice_count,
+            state.endpoint_slices.len()
+        );
     }
 
     fn zone_state_with_extra() -> ClusterState {
