@@ -15,6 +15,9 @@
 //! `git worktree add --detach /tmp/before e0d4055 && cd /tmp/before &&
 //! cargo bench -p hollow-store --bench writes -- wal`.
 //!
+//! A last part measures the delay from a write to its watch event with 100 watchers and one
+//! writer paced at 100 writes/s (p50, p99, max), the durable-write path's other goal.
+//!
 //! The writer thread's CPU comes from `/proc/self/task/<tid>/schedstat` (nanoseconds on CPU),
 //! so it counts the kernel's share of the fsync too; the applier thread's CPU (off the
 //! acknowledgement path, but still CPU) is reported beside it.
@@ -37,7 +40,7 @@ async fn main() {
          values, in {}",
         directory.path().display()
     );
-    // `-- wal` or `-- fsync` runs one mode only (for a profiler).
+    // `-- wal`, `-- fsync` or `-- watch` runs one part only (for a profiler, or to compare).
     let only: Option<String> = std::env::args().skip(1).find(|arg| !arg.starts_with('-'));
     for round in 0..2 {
         for mode in [Mode::FsyncPerCommit, Mode::WriteAheadLog] {
@@ -59,6 +62,78 @@ async fn main() {
             run(mode, backend).await;
         }
     }
+    if only.as_deref().is_none_or(|only| only == "watch") {
+        for round in 0..2 {
+            let path = directory.path().join(format!("watch-{round}.redb"));
+            watch_delay(RedbBackend::open(&path).expect("open the redb backend")).await;
+        }
+    }
+}
+
+const WATCHERS: usize = 100;
+const PACED_WRITES_PER_SECOND: u64 = 100;
+const PACED_WRITES: u64 = 500;
+
+/// The delay from a write's submission to each of `WATCHERS` watchers receiving its event,
+/// with one writer paced at `PACED_WRITES_PER_SECOND` (the API server's watch-delay goal:
+/// p99 ≤ 5 ms). Each value carries its submission time, so a watcher needs nothing else.
+async fn watch_delay(backend: RedbBackend) {
+    let store = Store::new(
+        Arc::new(backend) as Arc<dyn Backend>,
+        StoreOptions::default(),
+    )
+    .expect("start the store");
+    let epoch = Instant::now();
+    let mut watchers = Vec::new();
+    for _ in 0..WATCHERS {
+        let mut watch = store
+            .watch("/registry/pods/", store.current_revision())
+            .expect("start a watch");
+        watchers.push(tokio::spawn(async move {
+            let mut delays = Vec::with_capacity(PACED_WRITES as usize);
+            while delays.len() < PACED_WRITES as usize {
+                let event = watch.next().await.expect("the watch ended").expect("event");
+                let sent: [u8; 8] = event.value[..8].try_into().expect("a timestamped value");
+                let sent = Duration::from_nanos(u64::from_le_bytes(sent));
+                delays.push(epoch.elapsed().saturating_sub(sent));
+            }
+            delays
+        }));
+    }
+    let mut ticks =
+        tokio::time::interval(Duration::from_micros(1_000_000 / PACED_WRITES_PER_SECOND));
+    for index in 0..PACED_WRITES {
+        ticks.tick().await;
+        let store = store.clone();
+        // Its own task, so a slow write does not delay the next one's submission.
+        tokio::spawn(async move {
+            let mut value = vec![b'x'; VALUE_BYTES];
+            let sent = epoch.elapsed().as_nanos() as u64;
+            value[..8].copy_from_slice(&sent.to_le_bytes());
+            store
+                .create(
+                    format!("/registry/pods/watch/pod-{index:06}"),
+                    constant(value),
+                )
+                .await
+                .expect("durable create");
+        });
+    }
+    let mut delays = Vec::new();
+    for watcher in watchers {
+        delays.extend(watcher.await.expect("watcher task"));
+    }
+    delays.sort_unstable();
+    let quantile = |q: f64| delays[((delays.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    println!(
+        "{:<18} {WATCHERS} watchers, {PACED_WRITES_PER_SECOND} writes/s: write → event delay \
+         p50 {:.2} ms | p99 {:.2} ms | max {:.2} ms",
+        "watch delay:",
+        quantile(0.5),
+        quantile(0.99),
+        quantile(1.0),
+    );
+    store.shutdown().await;
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -70,18 +145,10 @@ enum Mode {
 async fn run(mode: Mode, backend: Arc<RedbBackend>) {
     let store = Store::new(backend.clone() as Arc<dyn Backend>, StoreOptions::default())
         .expect("start the store");
-    // The thread names itself once it runs, which may be a moment after the store is built.
-    let mut writer_thread = newest_thread_named(WRITER_THREAD);
-    for _ in 0..1_000 {
-        if writer_thread.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-        writer_thread = newest_thread_named(WRITER_THREAD);
-    }
-    let writer_thread = writer_thread.expect("find the store writer thread in /proc");
+    let writer_thread = wait_for_thread(WRITER_THREAD).expect("find the store writer thread");
+    // Before the overlay (commit e0d4055) there was no applier thread: its CPU reads as 0.
     let applier_thread = match mode {
-        Mode::WriteAheadLog => newest_thread_named(APPLIER_THREAD),
+        Mode::WriteAheadLog => wait_for_thread(APPLIER_THREAD),
         Mode::FsyncPerCommit => None,
     };
     let cpu_before = thread_cpu(writer_thread);
@@ -139,6 +206,17 @@ async fn concurrent_creates(store: &Store, writers: usize, per_writer: usize) ->
 /// Thread names as the kernel keeps them: their first 15 bytes.
 const WRITER_THREAD: &str = "hollow-store-wr";
 const APPLIER_THREAD: &str = "hollow-store-ap";
+
+/// A thread names itself once it runs, which may be a moment after it was spawned.
+fn wait_for_thread(name: &str) -> Option<u64> {
+    for _ in 0..200 {
+        if let Some(thread) = newest_thread_named(name) {
+            return Some(thread);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
 
 /// The newest thread of this process with this name (a previous store's threads have exited
 /// by the time the next store starts).
