@@ -72,6 +72,7 @@ fn main() {
         stats.index_bytes as f64 / (1024.0 * 1024.0),
         stats.build_duration
     );
+    eprintln!("index breakdown:\n{}", snapshot.index_breakdown());
     // Serve only the compact index: the Kubernetes objects are not needed any more.
     drop(state);
     // Hand the heap pages freed by YAML parsing back to the kernel, so resident memory shows

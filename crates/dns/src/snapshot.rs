@@ -196,6 +196,62 @@ pub struct SnapshotStats {
     pub build_duration: Duration,
 }
 
+/// Where the bytes of a snapshot's index go, by part (see [`Snapshot::index_breakdown`]).
+#[derive(Clone, Debug, Default)]
+pub struct IndexBreakdown {
+    /// Part name → bytes, in the order the parts were first seen.
+    pub parts: Vec<(String, usize)>,
+}
+
+impl IndexBreakdown {
+    fn add(&mut self, part: &str, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        match self.parts.iter_mut().find(|(name, _)| name == part) {
+            Some((_, total)) => *total += bytes,
+            None => self.parts.push((part.to_owned(), bytes)),
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.parts.iter().map(|(_, bytes)| bytes).sum()
+    }
+}
+
+impl std::fmt::Display for IndexBreakdown {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = self.parts.clone();
+        parts.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+        for (name, bytes) in parts {
+            writeln!(
+                formatter,
+                "  {name:<24} {:>8.2} MiB",
+                bytes as f64 / (1024.0 * 1024.0)
+            )?;
+        }
+        write!(
+            formatter,
+            "  {:<24} {:>8.2} MiB",
+            "total",
+            self.total() as f64 / (1024.0 * 1024.0)
+        )
+    }
+}
+
+fn record_type_name(qtype: u16) -> String {
+    match qtype {
+        record_type::A => "A".to_owned(),
+        record_type::AAAA => "AAAA".to_owned(),
+        record_type::SRV => "SRV".to_owned(),
+        record_type::PTR => "PTR".to_owned(),
+        record_type::CNAME => "CNAME".to_owned(),
+        record_type::TXT => "TXT".to_owned(),
+        record_type::NS => "NS".to_owned(),
+        other => format!("TYPE{other}"),
+    }
+}
+
 /// How many shards the name table is split into (a power of two). A change re-packs only the
 /// shards holding the names it touched, so a shard should be small enough to copy in a few
 /// microseconds (≈100 names each on the benchmark cluster) yet few enough that publishing a
@@ -258,6 +314,34 @@ impl Shard {
             position = entry.next_same_hash;
         }
         names
+    }
+
+    /// Adds where this shard's bytes go to `breakdown`.
+    fn account(&self, breakdown: &mut IndexBreakdown) {
+        for entry in self.entries.iter() {
+            breakdown.add("keys", entry.key_len as usize);
+            breakdown.add("external targets", entry.external_target_len as usize);
+            for set in &self.sets[entry.sets_start as usize..][..entry.sets_count as usize] {
+                let name = record_type_name(set.qtype);
+                breakdown.add(&format!("{name} answers"), set.answer_len as usize);
+                breakdown.add(
+                    &format!("{name} additionals"),
+                    (set.end - set.start - set.answer_len) as usize,
+                );
+            }
+        }
+        breakdown.add(
+            "entry descriptors",
+            self.entries.len() * std::mem::size_of::<Entry>(),
+        );
+        breakdown.add(
+            "set descriptors",
+            self.sets.len() * std::mem::size_of::<RecordSet>(),
+        );
+        breakdown.add(
+            "hash tables",
+            self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1),
+        );
     }
 
     fn index_bytes(&self) -> usize {
@@ -493,6 +577,15 @@ impl Snapshot {
 
     pub fn stats(&self) -> SnapshotStats {
         self.stats
+    }
+
+    /// Where the bytes of the index go (keys, record bytes by type, descriptors, tables).
+    pub fn index_breakdown(&self) -> IndexBreakdown {
+        let mut breakdown = IndexBreakdown::default();
+        for shard in &self.shards {
+            shard.account(&mut breakdown);
+        }
+        breakdown
     }
 
     /// Every name in the index (lower-case wire format), in no particular order.
