@@ -98,58 +98,117 @@ pub(crate) struct EncodedEntry {
     external_target: Option<Vec<u8>>,
 }
 
-/// A record set in the packed snapshot: its bytes are `arena[start..end]`, the first
-/// `answer_len` of them the answer section.
+/// Bytes of an entry header in the arena: key length, set count, flags.
+const ENTRY_HEADER_LEN: usize = 3;
+/// Bytes of a set header in the arena: type (2), rotating record length (1), answer count (2),
+/// answer length (4), additional length (4), all little-endian.
+const SET_HEADER_LEN: usize = 13;
+/// Entry flag: the name is a zone apex (answers SOA).
+const FLAG_APEX: u8 = 1;
+/// Entry flag: a length byte and an ExternalName target outside the zone follow the key.
+const FLAG_EXTERNAL_TARGET: u8 = 2;
+
+/// One record set of an entry, borrowed from its shard's arena.
 #[derive(Clone, Copy, Debug)]
-struct RecordSet {
+struct RecordSet<'a> {
     qtype: u16,
-    answer_count: u16,
-    additional_count: u16,
+    /// Fixed record length when the answer rotates (A/AAAA of headless services), else 0.
     rotating_record_len: u8,
-    start: u32,
-    answer_len: u32,
-    end: u32,
+    answer_count: u16,
+    answer: &'a [u8],
+    additional: &'a [u8],
 }
 
-/// No further entry with the same hash.
-const END_OF_CHAIN: u32 = u32::MAX;
-
-/// One name in the packed snapshot. The key is `arena[key_start..][..key_len]`, its sets are
-/// `sets[sets_start..][..sets_count]`.
+/// One name of a shard, borrowed from its arena (see [`Shard`] for the byte layout).
 #[derive(Clone, Copy, Debug)]
-struct Entry {
-    key_start: u32,
-    sets_start: u32,
-    external_target_start: u32,
-    next_same_hash: u32,
-    key_len: u8,
-    sets_count: u8,
-    /// 0 when there is no ExternalName target outside the zone.
-    external_target_len: u8,
+struct Entry<'a> {
+    key: &'a [u8],
     apex: bool,
+    external_target: Option<&'a [u8]>,
+    /// `SET_HEADER_LEN` bytes per set.
+    set_headers: &'a [u8],
+    /// The sets' bytes, in header order, followed by whatever comes after the entry.
+    set_bytes: &'a [u8],
 }
 
-/// The map key is already a keyed SipHash of the name; hashing it again would be wasted work.
-#[derive(Default)]
-struct PrehashedKey(u64);
-
-impl std::hash::Hasher for PrehashedKey {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ byte as u64;
+impl<'a> Entry<'a> {
+    /// Parses the entry starting at `arena[offset..]`.
+    #[inline]
+    fn at(arena: &'a [u8], offset: usize) -> Self {
+        let header = &arena[offset..offset + ENTRY_HEADER_LEN];
+        let (key_len, set_count, flags) = (header[0] as usize, header[1] as usize, header[2]);
+        let mut position = offset + ENTRY_HEADER_LEN;
+        let key = &arena[position..position + key_len];
+        position += key_len;
+        let external_target = if flags & FLAG_EXTERNAL_TARGET != 0 {
+            let len = arena[position] as usize;
+            position += 1 + len;
+            Some(&arena[position - len..position])
+        } else {
+            None
+        };
+        let set_headers = &arena[position..position + set_count * SET_HEADER_LEN];
+        Self {
+            key,
+            apex: flags & FLAG_APEX != 0,
+            external_target,
+            set_headers,
+            set_bytes: &arena[position + set_headers.len()..],
         }
     }
 
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
+    /// The key of the entry at `arena[offset..]`, without parsing the rest.
+    #[inline]
+    fn key_at(arena: &[u8], offset: usize) -> &[u8] {
+        let key_len = arena[offset] as usize;
+        &arena[offset + ENTRY_HEADER_LEN..][..key_len]
+    }
+
+    fn sets(&self) -> impl Iterator<Item = RecordSet<'a>> + use<'a> {
+        let mut data = self.set_bytes;
+        self.set_headers
+            .chunks_exact(SET_HEADER_LEN)
+            .map(move |header| {
+                let answer_len = u32::from_le_bytes(header[5..9].try_into().unwrap()) as usize;
+                let additional_len = u32::from_le_bytes(header[9..13].try_into().unwrap()) as usize;
+                let (answer, rest) = data.split_at(answer_len);
+                let (additional, rest) = rest.split_at(additional_len);
+                data = rest;
+                RecordSet {
+                    qtype: u16::from_le_bytes([header[0], header[1]]),
+                    rotating_record_len: header[2],
+                    answer_count: u16::from_le_bytes([header[3], header[4]]),
+                    answer,
+                    additional,
+                }
+            })
+    }
+
+    /// Bytes the entry starting at arena offset `offset` takes, header included.
+    fn encoded_len(&self, offset: usize, arena: &[u8]) -> usize {
+        let set_bytes: usize = self
+            .sets()
+            .map(|set| set.answer.len() + set.additional.len())
+            .sum();
+        arena.len() - self.set_bytes.len() - offset + set_bytes
     }
 }
 
-type NameIndex = HashMap<u64, u32, std::hash::BuildHasherDefault<PrehashedKey>>;
+/// An occupied slot of a shard's table: the hash's low 32 bits as a tag (shard and probe start
+/// come from the high bits) above the entry's arena offset plus one; 0 is an empty slot.
+type Slot = u64;
+
+#[inline]
+fn slot_tag(hash: u64) -> u32 {
+    hash as u32
+}
+
+/// Where the probe for `hash` starts in a table of `mask + 1` slots: bits 42.. of the hash,
+/// disjoint from the tag and from [`shard_of`]'s bits.
+#[inline]
+fn probe_start(hash: u64, mask: usize) -> usize {
+    (hash >> 42) as usize & mask
+}
 
 /// Where a query's name falls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,197 +324,211 @@ pub(crate) fn shard_of(hash: u64) -> usize {
     (hash >> 32) as usize & (SHARD_COUNT - 1)
 }
 
-/// One immutable part of the name table: every name whose hash falls in it, packed into four
-/// allocations: one byte arena with every name and every pre-encoded record set (a name's
-/// sets right after its key, so a hit reads one neighbourhood of memory), the entries, the set
-/// descriptors, and a hash table from the keyed hash of the name to its entry (colliding names
-/// are chained).
+/// One immutable part of the name table: every name whose hash falls in it, packed into two
+/// allocations. The **arena** holds the entries back to back; an entry is
+///
+/// ```text
+/// key length (1) | set count (1) | flags (1) | key | [target length (1) | target]
+///   | set headers (13 each: type, rotating record length, answer count, answer length,
+///     additional length) | each set's answer bytes then additional bytes
+/// ```
+///
+/// with no absolute offsets inside, so an unchanged entry is copied into the next shard with
+/// one `memcpy`. The **slots** are an open-addressed, linearly probed table (load ≤ 3/4) of
+/// 8-byte [`Slot`]s: a 32-bit tag of the hash and the entry's offset. A hit reads one slot
+/// (one cache line, usually the only one a miss reads too), then one neighbourhood of the
+/// arena: header, key to compare, set headers and the answer itself.
 #[derive(Default)]
 pub(crate) struct Shard {
-    index: NameIndex,
-    entries: Box<[Entry]>,
-    sets: Box<[RecordSet]>,
+    slots: Box<[Slot]>,
     arena: Box<[u8]>,
+    names: u32,
     records: usize,
 }
 
 impl Shard {
+    /// Arena offsets of the entries whose slot tag matches `hash`, in probe order.
     #[inline]
-    fn find(&self, hash: u64, name: &[u8]) -> Option<&Entry> {
-        let mut position = *self.index.get(&hash)?;
-        loop {
-            let entry = &self.entries[position as usize];
-            if self.key(entry) == name {
-                return Some(entry);
+    fn candidates(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
+        let mask = self.slots.len().wrapping_sub(1);
+        let tag = slot_tag(hash);
+        let mut position = probe_start(hash, mask);
+        let mut remaining = self.slots.len();
+        std::iter::from_fn(move || {
+            while remaining > 0 {
+                let slot = self.slots[position];
+                if slot == 0 {
+                    return None;
+                }
+                position = (position + 1) & mask;
+                remaining -= 1;
+                if (slot >> 32) as u32 == tag {
+                    return Some((slot as u32 - 1) as usize);
+                }
             }
-            if entry.next_same_hash == END_OF_CHAIN {
-                return None;
-            }
-            position = entry.next_same_hash;
-        }
+            None
+        })
     }
 
-    fn key(&self, entry: &Entry) -> &[u8] {
-        &self.arena[entry.key_start as usize..][..entry.key_len as usize]
+    #[inline]
+    fn find_offset(&self, hash: u64, name: &[u8]) -> Option<usize> {
+        self.candidates(hash)
+            .find(|&offset| Entry::key_at(&self.arena, offset) == name)
+    }
+
+    #[inline]
+    fn find(&self, hash: u64, name: &[u8]) -> Option<Entry<'_>> {
+        self.find_offset(hash, name)
+            .map(|offset| Entry::at(&self.arena, offset))
+    }
+
+    fn offsets(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slots
+            .iter()
+            .filter(|&&slot| slot != 0)
+            .map(|&slot| (slot as u32 - 1) as usize)
     }
 
     /// Every name stored here.
     pub(crate) fn names(&self) -> impl Iterator<Item = &[u8]> {
-        self.entries.iter().map(|entry| self.key(entry))
+        self.offsets()
+            .map(|offset| Entry::key_at(&self.arena, offset))
     }
 
-    /// The names stored here under `hash` (one, barring a 64-bit collision).
+    /// The names stored here under `hash`: one, barring a collision of the hash's 32-bit tag
+    /// and probe start within this shard, in which case a few more (callers re-encode them,
+    /// which is harmless).
     pub(crate) fn names_with_hash(&self, hash: u64) -> Vec<&[u8]> {
-        let mut names = Vec::new();
-        let mut position = self.index.get(&hash).copied().unwrap_or(END_OF_CHAIN);
-        while position != END_OF_CHAIN {
-            let entry = &self.entries[position as usize];
-            names.push(self.key(entry));
-            position = entry.next_same_hash;
-        }
-        names
+        self.candidates(hash)
+            .map(|offset| Entry::key_at(&self.arena, offset))
+            .collect()
     }
 
     /// Adds where this shard's bytes go to `breakdown`.
     fn account(&self, breakdown: &mut IndexBreakdown) {
-        for entry in self.entries.iter() {
-            breakdown.add("keys", entry.key_len as usize);
-            breakdown.add("external targets", entry.external_target_len as usize);
-            for set in &self.sets[entry.sets_start as usize..][..entry.sets_count as usize] {
+        for offset in self.offsets() {
+            let entry = Entry::at(&self.arena, offset);
+            breakdown.add("keys", entry.key.len());
+            breakdown.add(
+                "external targets",
+                entry.external_target.map_or(0, |target| 1 + target.len()),
+            );
+            breakdown.add("entry headers", ENTRY_HEADER_LEN);
+            breakdown.add("set headers", entry.set_headers.len());
+            for set in entry.sets() {
                 let name = record_type_name(set.qtype);
-                breakdown.add(&format!("{name} answers"), set.answer_len as usize);
-                breakdown.add(
-                    &format!("{name} additionals"),
-                    (set.end - set.start - set.answer_len) as usize,
-                );
+                breakdown.add(&format!("{name} answers"), set.answer.len());
+                breakdown.add(&format!("{name} additionals"), set.additional.len());
             }
         }
-        breakdown.add(
-            "entry descriptors",
-            self.entries.len() * std::mem::size_of::<Entry>(),
-        );
-        breakdown.add(
-            "set descriptors",
-            self.sets.len() * std::mem::size_of::<RecordSet>(),
-        );
-        breakdown.add(
-            "hash tables",
-            self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1),
-        );
+        breakdown.add("slot tables", std::mem::size_of_val(&*self.slots));
     }
 
     fn index_bytes(&self) -> usize {
-        self.arena.len()
-            + self.entries.len() * std::mem::size_of::<Entry>()
-            + self.sets.len() * std::mem::size_of::<RecordSet>()
-            + self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+        self.arena.len() + std::mem::size_of_val(&*self.slots)
     }
 }
 
 /// Packs entries into a new [`Shard`].
 #[derive(Default)]
 pub(crate) struct ShardBuilder {
-    index: NameIndex,
-    entries: Vec<Entry>,
-    sets: Vec<RecordSet>,
+    /// Each entry's hash and arena offset; the slot table is sized and filled in `finish`.
+    placed: Vec<(u64, u32)>,
     arena: Vec<u8>,
     records: usize,
 }
 
 impl ShardBuilder {
     pub(crate) fn push(&mut self, hash: u64, name: &[u8], encoded: &EncodedEntry) {
-        let key_start = self.arena.len() as u32;
+        let offset = self.arena.len();
+        let mut flags = 0;
+        if encoded.apex {
+            flags |= FLAG_APEX;
+        }
+        if encoded.external_target.is_some() {
+            flags |= FLAG_EXTERNAL_TARGET;
+        }
+        self.arena.extend_from_slice(&[
+            u8::try_from(name.len()).expect("names are at most 255 bytes"),
+            u8::try_from(encoded.sets.len()).expect("a name has few record types"),
+            flags,
+        ]);
         self.arena.extend_from_slice(name);
-        let (external_target_start, external_target_len) = match &encoded.external_target {
-            Some(target) => {
-                let start = self.arena.len() as u32;
-                self.arena.extend_from_slice(target);
-                (start, target.len() as u8)
-            }
-            None => (0, 0),
-        };
-        let sets_start = self.sets.len() as u32;
+        if let Some(target) = &encoded.external_target {
+            self.arena
+                .push(u8::try_from(target.len()).expect("names are at most 255 bytes"));
+            self.arena.extend_from_slice(target);
+        }
         for set in &encoded.sets {
             self.records += set.answer_count as usize;
-            let start = self.arena.len() as u32;
-            self.arena.extend_from_slice(&set.bytes);
-            self.sets.push(RecordSet {
-                qtype: set.qtype,
-                answer_count: set.answer_count,
-                additional_count: set.additional_count,
-                rotating_record_len: set.rotating_record_len,
-                start,
-                answer_len: set.answer_len,
-                end: self.arena.len() as u32,
-            });
+            let additional_len = set.bytes.len() - set.answer_len as usize;
+            self.arena.extend_from_slice(&set.qtype.to_le_bytes());
+            self.arena.push(set.rotating_record_len);
+            self.arena
+                .extend_from_slice(&set.answer_count.to_le_bytes());
+            self.arena.extend_from_slice(&set.answer_len.to_le_bytes());
+            self.arena
+                .extend_from_slice(&(additional_len as u32).to_le_bytes());
         }
-        self.push_entry(
-            hash,
-            Entry {
-                key_start,
-                sets_start,
-                external_target_start,
-                next_same_hash: END_OF_CHAIN,
-                key_len: name.len() as u8,
-                sets_count: encoded.sets.len() as u8,
-                external_target_len,
-                apex: encoded.apex,
-            },
-        );
+        for set in &encoded.sets {
+            debug_assert_eq!(
+                count_records(&set.bytes[set.answer_len as usize..]).min(u16::MAX as usize),
+                set.additional_count as usize
+            );
+            self.arena.extend_from_slice(&set.bytes);
+        }
+        self.placed.push((hash, offset as u32));
     }
 
     /// Copies the entry of `name` from `old` unchanged (its bytes, not its encoding work).
     pub(crate) fn copy(&mut self, hash: u64, name: &[u8], old: &Shard) {
-        let Some(entry) = old.find(hash, name) else {
+        let Some(offset) = old.find_offset(hash, name) else {
             return;
         };
-        let key_start = self.arena.len() as u32;
-        self.arena.extend_from_slice(name);
-        let external_target_start = self.arena.len() as u32;
-        let target_start = entry.external_target_start as usize;
-        self.arena.extend_from_slice(
-            &old.arena[target_start..target_start + entry.external_target_len as usize],
-        );
-        let sets_start = self.sets.len() as u32;
-        for set in &old.sets[entry.sets_start as usize..][..entry.sets_count as usize] {
-            self.records += set.answer_count as usize;
-            let start = self.arena.len() as u32;
-            self.arena
-                .extend_from_slice(&old.arena[set.start as usize..set.end as usize]);
-            self.sets.push(RecordSet {
-                start,
-                end: self.arena.len() as u32,
-                ..*set
-            });
+        let entry = Entry::at(&old.arena, offset);
+        self.records += entry
+            .sets()
+            .map(|set| set.answer_count as usize)
+            .sum::<usize>();
+        let len = entry.encoded_len(offset, &old.arena);
+        self.placed.push((hash, self.arena.len() as u32));
+        self.arena
+            .extend_from_slice(&old.arena[offset..offset + len]);
+    }
+
+    pub(crate) fn finish(self) -> Shard {
+        let capacity = if self.placed.is_empty() {
+            0
+        } else {
+            (self.placed.len() + self.placed.len() / 3 + 1).next_power_of_two()
+        };
+        let mut slots = vec![0; capacity].into_boxed_slice();
+        let mask = capacity.wrapping_sub(1);
+        for &(hash, offset) in &self.placed {
+            let mut position = probe_start(hash, mask);
+            while slots[position] != 0 {
+                position = (position + 1) & mask;
+            }
+            slots[position] = (slot_tag(hash) as u64) << 32 | (offset as u64 + 1);
         }
-        self.push_entry(
-            hash,
-            Entry {
-                key_start,
-                sets_start,
-                external_target_start,
-                next_same_hash: END_OF_CHAIN,
-                ..*entry
-            },
-        );
-    }
-
-    fn push_entry(&mut self, hash: u64, mut entry: Entry) {
-        let entry_index = self.entries.len() as u32;
-        entry.next_same_hash = self.index.insert(hash, entry_index).unwrap_or(END_OF_CHAIN);
-        self.entries.push(entry);
-    }
-
-    pub(crate) fn finish(mut self) -> Shard {
-        self.index.shrink_to_fit();
         Shard {
-            index: self.index,
-            entries: self.entries.into_boxed_slice(),
-            sets: self.sets.into_boxed_slice(),
+            slots,
             arena: self.arena.into_boxed_slice(),
+            names: self.placed.len() as u32,
             records: self.records,
         }
     }
+}
+
+/// How many records `bytes` holds (records whose owner is a compression pointer).
+fn count_records(bytes: &[u8]) -> usize {
+    let mut offset = 0;
+    let mut count = 0;
+    while offset < bytes.len() {
+        offset = wire::pointer_owned_record_end(bytes, offset);
+        count += 1;
+    }
+    count
 }
 
 /// An immutable, fully encoded view of the cluster zone.
@@ -541,7 +614,7 @@ impl Snapshot {
             .unwrap_or(1);
         let zone = records::fixed_part(&settings.records).zone;
         let stats = SnapshotStats {
-            names: shards.iter().map(|shard| shard.entries.len()).sum(),
+            names: shards.iter().map(|shard| shard.names as usize).sum(),
             records: shards.iter().map(|shard| shard.records).sum(),
             index_bytes: shards.iter().map(|shard| shard.index_bytes()).sum(),
             build_duration: Duration::ZERO,
@@ -598,10 +671,9 @@ impl Snapshot {
 
     /// The shard of a lower-cased wire name and its entry there: one hash, one key comparison.
     #[inline]
-    fn find(&self, name: &[u8]) -> Option<(&Shard, &Entry)> {
+    fn find(&self, name: &[u8]) -> Option<Entry<'_>> {
         let hash = self.hasher.hash_one(name);
-        let shard = &*self.shards[shard_of(hash)];
-        shard.find(hash, name).map(|entry| (shard, entry))
+        self.shards[shard_of(hash)].find(hash, name)
     }
 
     fn placement(&self, question: &Question) -> Placement {
@@ -689,7 +761,7 @@ impl Snapshot {
             expire: 86_400,
             minimum: self.negative_ttl,
         };
-        let Some((shard, entry)) = self.find(question.name_lower()) else {
+        let Some(entry) = self.find(question.name_lower()) else {
             let pointer = u16::from_be_bytes(POINTER_TO_QUESTION);
             let position = reply.position;
             match (self.pod_address(question), question.qtype) {
@@ -734,21 +806,19 @@ impl Snapshot {
             reply.position = wire::write_soa(reply.out, reply.position, zone_offset, positive_soa);
             return reply.finish_answered(1, 0);
         }
-        let sets = &shard.sets[entry.sets_start as usize..][..entry.sets_count as usize];
-        let Some(set) = sets.iter().find(|set| set.qtype == question.qtype) else {
+        let Some(set) = entry.sets().find(|set| set.qtype == question.qtype) else {
             return reply.finish_negative(response_code::NOERROR, zone_offset, negative_soa);
         };
-        let disposition = reply.write_set(set, &shard.arena, rotation);
+        let disposition = reply.write_set(set, rotation);
         if let Disposition::Reply {
             len, answers: 1, ..
         } = disposition
-            && entry.external_target_len > 0
+            && let Some(target) = entry.external_target
             && matches!(question.qtype, record_type::A | record_type::AAAA)
         {
-            let start = entry.external_target_start as usize;
             return Disposition::ChaseExternal {
                 len,
-                target: shard.arena[start..start + entry.external_target_len as usize].to_vec(),
+                target: target.to_vec(),
             };
         }
         disposition
@@ -853,10 +923,9 @@ impl<'a> Reply<'a> {
         self.finish(rcode, true, [0, 1, 0])
     }
 
-    fn write_set(mut self, set: &RecordSet, arena: &[u8], rotation: usize) -> Disposition {
-        let bytes = &arena[set.start as usize..set.end as usize];
-        let answer = &bytes[..set.answer_len as usize];
-        let additional = &bytes[set.answer_len as usize..];
+    fn write_set(mut self, set: RecordSet<'_>, rotation: usize) -> Disposition {
+        let answer = set.answer;
+        let additional = set.additional;
         let room = self.budget.saturating_sub(self.position);
         let record_len = set.rotating_record_len as usize;
         let mut answers = 0u16;
@@ -912,7 +981,6 @@ impl<'a> Reply<'a> {
                 additional_written += 1;
             }
         }
-        let _ = set.additional_count;
         self.finish(
             response_code::NOERROR,
             true,
