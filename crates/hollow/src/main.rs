@@ -266,7 +266,16 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // `hollow dns` answers queries on its own UDP threads and keeps the zone on another; the
+    // runtime only drives the watches, TCP and forwarding, which one thread does easily. Each
+    // further runtime thread costs a stack and its own allocator cache, and resident memory is
+    // what the standalone DNS server is measured by.
+    let mut runtime = if matches!(cli.command, Command::Dns(_)) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = runtime
         .enable_all()
         .build()
         .context("starting the async runtime")?;
