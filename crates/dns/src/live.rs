@@ -998,8 +998,11 @@ impl LiveZone {
         self.lookups_of = HashMap::new();
         let keys = self.objects.all_sources();
         let source_count = keys.len();
-        // First every name's contributors, from parts dropped as soon as they are read.
+        let group_of = |hash: u64| shard_of(hash) * REBUILD_GROUPS / SHARD_COUNT;
+        // First every name's contributors, from parts dropped as soon as they are read, and
+        // the merged records of the first group.
         let mut ids = Vec::with_capacity(keys.len());
+        let mut first_group: HashMap<Vec<u8>, NameRecords> = HashMap::new();
         for key in &keys {
             let part = self.objects.part(key, &self.settings.records);
             if part.names.is_empty() {
@@ -1007,10 +1010,13 @@ impl LiveZone {
             }
             let id = self.sources.id(key);
             ids.push(id);
-            for name in part.names.keys() {
+            for (name, records) in part.names {
+                let hash = self.hasher.hash_one(name.as_slice());
                 // Sources come in order, so each list stays sorted.
-                self.contributors
-                    .push(self.hasher.hash_one(name.as_slice()), id);
+                self.contributors.push(hash, id);
+                if group_of(hash) == 0 {
+                    first_group.entry(name).or_default().merge(&records);
+                }
             }
         }
         drop(keys);
@@ -1021,16 +1027,19 @@ impl LiveZone {
         let mut builders: Vec<ShardBuilder> =
             (0..SHARD_COUNT).map(|_| ShardBuilder::default()).collect();
         let mut names_encoded = 0;
-        let group_of = |hash: u64| shard_of(hash) * REBUILD_GROUPS / SHARD_COUNT;
         for group in 0..REBUILD_GROUPS {
             let mut merged: HashMap<Vec<u8>, NameRecords> = HashMap::new();
-            for &id in &ids {
-                let part = self
-                    .objects
-                    .part(self.sources.key(id), &self.settings.records);
-                for (name, records) in part.names {
-                    if group_of(self.hasher.hash_one(name.as_slice())) == group {
-                        merged.entry(name).or_default().merge(&records);
+            if group == 0 {
+                merged = std::mem::take(&mut first_group);
+            } else {
+                for &id in &ids {
+                    let part = self
+                        .objects
+                        .part(self.sources.key(id), &self.settings.records);
+                    for (name, records) in part.names {
+                        if group_of(self.hasher.hash_one(name.as_slice())) == group {
+                            merged.entry(name).or_default().merge(&records);
+                        }
                     }
                 }
             }
@@ -1048,8 +1057,28 @@ impl LiveZone {
                     looked_up: RefCell::default(),
                 },
             };
-            for (name, records) in &merged {
-                let hash = self.hasher.hash_one(name.as_slice());
+            // Names in the order of their first source, so that the names of one Service,
+            // whose encodings read each other, come one after the other and the parts merged
+            // for reads outside the group can be dropped as soon as the next source begins:
+            // kept, they would add up to every part of the zone.
+            let mut names: Vec<(u32, u64, &Vec<u8>, &NameRecords)> = merged
+                .iter()
+                .map(|(name, records)| {
+                    let hash = self.hasher.hash_one(name.as_slice());
+                    let first = self
+                        .contributors
+                        .get(hash)
+                        .and_then(|ids| ids.first().copied())
+                        .unwrap_or(u32::MAX);
+                    (first, hash, name, records)
+                })
+                .collect();
+            names.sort_unstable_by_key(|&(first, hash, _, _)| (first, hash));
+            let mut current_source = None;
+            for (first, hash, name, records) in names {
+                if current_source.replace(first) != Some(first) {
+                    lookup.others.parts.borrow_mut().clear();
+                }
                 let encoded = Encoder {
                     owner: name,
                     zone: &self.zone,
@@ -1058,9 +1087,6 @@ impl LiveZone {
                 }
                 .entry(records);
                 let read = std::mem::take(&mut *lookup.others.looked_up.borrow_mut());
-                // Parts merged for names outside the group serve one encoding only: kept,
-                // they would add up to every part of the zone.
-                lookup.others.parts.borrow_mut().clear();
                 let read = read_hashes(&self.hasher, hash, read);
                 let read = cross_source_reads(&self.contributors, hash, read);
                 record_dependencies(&mut self.dependents, &mut self.lookups_of, hash, read);
@@ -1294,8 +1320,8 @@ fn forget_dependencies(
 }
 
 /// How many groups of shards a full rebuild merges and encodes one after the other (see
-/// [`LiveZone::rebuild`]): each more costs one more derivation of every part (about a tenth
-/// of the build's time) and saves holding another share of the merged records.
+/// [`LiveZone::rebuild`]): each more costs one more derivation of every part and saves
+/// holding another share of the merged records.
 const REBUILD_GROUPS: usize = 4;
 
 /// A full build's lookup: names of the group being encoded from its merged map, any other
