@@ -82,8 +82,10 @@ pub(crate) struct EncodedSet {
     qtype: u16,
     answer_count: u16,
     additional_count: u16,
-    /// Fixed record length when the answer rotates (A/AAAA of headless services), else 0.
-    rotating_record_len: u8,
+    /// `bytes` are bare addresses owned by the question (see [`KIND_ADDRESSES`]).
+    addresses: bool,
+    /// The answer starts at a different record for each query (headless A/AAAA).
+    rotates: bool,
     answer_len: u32,
     bytes: Vec<u8>,
 }
@@ -98,22 +100,39 @@ pub(crate) struct EncodedEntry {
     external_target: Option<Vec<u8>>,
 }
 
-/// Bytes of an entry header in the arena: key length, set count, flags.
-const ENTRY_HEADER_LEN: usize = 3;
-/// Bytes of a set header in the arena: type (2), rotating record length (1), answer count (2),
-/// answer length (4), additional length (4), all little-endian.
-const SET_HEADER_LEN: usize = 13;
 /// Entry flag: the name is a zone apex (answers SOA).
 const FLAG_APEX: u8 = 1;
 /// Entry flag: a length byte and an ExternalName target outside the zone follow the key.
 const FLAG_EXTERNAL_TARGET: u8 = 2;
+/// The entry's second byte holds the flags in its low bits and the set count above them.
+const SET_COUNT_SHIFT: u32 = 2;
+/// Bytes of a resource record before its data: owner pointer, type, class, TTL, data length.
+const RECORD_FIXED_LEN: usize = 12;
+/// Set kind flag: the answer holds bare addresses (4 bytes for A, 16 for AAAA) owned by the
+/// question; each record's fixed 12 bytes are written while answering.
+const KIND_ADDRESSES: u8 = 0x80;
+/// Set kind flag: the answer starts at a different record for each query.
+const KIND_ROTATES: u8 = 0x40;
+/// Set kind bits naming the record type; 0 means a little-endian `u16` type follows.
+const KIND_TYPE_MASK: u8 = 0x3F;
+/// The record types a kind byte can name by themselves, at index `code - 1`.
+const KIND_TYPES: [u16; 7] = [
+    record_type::A,
+    record_type::AAAA,
+    record_type::SRV,
+    record_type::PTR,
+    record_type::CNAME,
+    record_type::TXT,
+    record_type::NS,
+];
 
 /// One record set of an entry, borrowed from its shard's arena.
 #[derive(Clone, Copy, Debug)]
 struct RecordSet<'a> {
     qtype: u16,
-    /// Fixed record length when the answer rotates (A/AAAA of headless services), else 0.
-    rotating_record_len: u8,
+    /// `answer` holds bare addresses rather than records (see [`KIND_ADDRESSES`]).
+    addresses: bool,
+    rotates: bool,
     answer_count: u16,
     answer: &'a [u8],
     additional: &'a [u8],
@@ -125,35 +144,32 @@ struct Entry<'a> {
     key: &'a [u8],
     apex: bool,
     external_target: Option<&'a [u8]>,
-    /// `SET_HEADER_LEN` bytes per set.
-    set_headers: &'a [u8],
-    /// The sets' bytes, in header order, followed by whatever comes after the entry.
-    set_bytes: &'a [u8],
+    set_count: usize,
+    /// The sets (each a header and its bytes), followed by whatever comes after the entry.
+    sets: &'a [u8],
 }
 
 impl<'a> Entry<'a> {
     /// Parses the entry starting at `arena[offset..]`.
     #[inline]
     fn at(arena: &'a [u8], offset: usize) -> Self {
-        let header = &arena[offset..offset + ENTRY_HEADER_LEN];
-        let (key_len, set_count, flags) = (header[0] as usize, header[1] as usize, header[2]);
-        let mut position = offset + ENTRY_HEADER_LEN;
+        let (key_len, count_and_flags) = (arena[offset] as usize, arena[offset + 1]);
+        let mut position = offset + 2;
         let key = &arena[position..position + key_len];
         position += key_len;
-        let external_target = if flags & FLAG_EXTERNAL_TARGET != 0 {
+        let external_target = if count_and_flags & FLAG_EXTERNAL_TARGET != 0 {
             let len = arena[position] as usize;
             position += 1 + len;
             Some(&arena[position - len..position])
         } else {
             None
         };
-        let set_headers = &arena[position..position + set_count * SET_HEADER_LEN];
         Self {
             key,
-            apex: flags & FLAG_APEX != 0,
+            apex: count_and_flags & FLAG_APEX != 0,
             external_target,
-            set_headers,
-            set_bytes: &arena[position + set_headers.len()..],
+            set_count: (count_and_flags >> SET_COUNT_SHIFT) as usize,
+            sets: &arena[position..],
         }
     }
 
@@ -161,36 +177,78 @@ impl<'a> Entry<'a> {
     #[inline]
     fn key_at(arena: &[u8], offset: usize) -> &[u8] {
         let key_len = arena[offset] as usize;
-        &arena[offset + ENTRY_HEADER_LEN..][..key_len]
+        &arena[offset + 2..][..key_len]
+    }
+
+    /// The entry's sets, each with the bytes its header took.
+    fn sets_with_header_len(&self) -> impl Iterator<Item = (RecordSet<'a>, usize)> + use<'a> {
+        let mut data = self.sets;
+        (0..self.set_count).map(move |_| {
+            let before = data.len();
+            let kind = data[0];
+            data = &data[1..];
+            let qtype = match kind & KIND_TYPE_MASK {
+                0 => {
+                    let qtype = u16::from_le_bytes([data[0], data[1]]);
+                    data = &data[2..];
+                    qtype
+                }
+                code => KIND_TYPES[code as usize - 1],
+            };
+            let answer_count = read_varint(&mut data) as u16;
+            let answer_len = read_varint(&mut data) as usize;
+            let additional_len = read_varint(&mut data) as usize;
+            let header_len = before - data.len();
+            let (answer, rest) = data.split_at(answer_len);
+            let (additional, rest) = rest.split_at(additional_len);
+            data = rest;
+            let set = RecordSet {
+                qtype,
+                addresses: kind & KIND_ADDRESSES != 0,
+                rotates: kind & KIND_ROTATES != 0,
+                answer_count,
+                answer,
+                additional,
+            };
+            (set, header_len)
+        })
     }
 
     fn sets(&self) -> impl Iterator<Item = RecordSet<'a>> + use<'a> {
-        let mut data = self.set_bytes;
-        self.set_headers
-            .chunks_exact(SET_HEADER_LEN)
-            .map(move |header| {
-                let answer_len = u32::from_le_bytes(header[5..9].try_into().unwrap()) as usize;
-                let additional_len = u32::from_le_bytes(header[9..13].try_into().unwrap()) as usize;
-                let (answer, rest) = data.split_at(answer_len);
-                let (additional, rest) = rest.split_at(additional_len);
-                data = rest;
-                RecordSet {
-                    qtype: u16::from_le_bytes([header[0], header[1]]),
-                    rotating_record_len: header[2],
-                    answer_count: u16::from_le_bytes([header[3], header[4]]),
-                    answer,
-                    additional,
-                }
-            })
+        self.sets_with_header_len().map(|(set, _)| set)
     }
 
     /// Bytes the entry starting at arena offset `offset` takes, header included.
     fn encoded_len(&self, offset: usize, arena: &[u8]) -> usize {
         let set_bytes: usize = self
-            .sets()
-            .map(|set| set.answer.len() + set.additional.len())
+            .sets_with_header_len()
+            .map(|(set, header_len)| header_len + set.answer.len() + set.additional.len())
             .sum();
-        arena.len() - self.set_bytes.len() - offset + set_bytes
+        arena.len() - self.sets.len() - offset + set_bytes
+    }
+}
+
+/// Appends `value` as a little-endian base-128 varint (7 bits a byte, high bit = more).
+fn write_varint(out: &mut Vec<u8>, mut value: u32) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+#[inline]
+fn read_varint(data: &mut &[u8]) -> u32 {
+    let mut value = 0u32;
+    let mut shift = 0;
+    loop {
+        let byte = data[0];
+        *data = &data[1..];
+        value |= ((byte & 0x7F) as u32) << shift;
+        if byte & 0x80 == 0 {
+            return value;
+        }
+        shift += 7;
     }
 }
 
@@ -413,9 +471,9 @@ impl Shard {
                 "external targets",
                 entry.external_target.map_or(0, |target| 1 + target.len()),
             );
-            breakdown.add("entry headers", ENTRY_HEADER_LEN);
-            breakdown.add("set headers", entry.set_headers.len());
-            for set in entry.sets() {
+            breakdown.add("entry headers", 2);
+            for (set, header_len) in entry.sets_with_header_len() {
+                breakdown.add("set headers", header_len);
                 let name = record_type_name(set.qtype);
                 breakdown.add(&format!("{name} answers"), set.answer.len());
                 breakdown.add(&format!("{name} additionals"), set.additional.len());
@@ -448,10 +506,10 @@ impl ShardBuilder {
         if encoded.external_target.is_some() {
             flags |= FLAG_EXTERNAL_TARGET;
         }
+        assert!(encoded.sets.len() < 1 << (8 - SET_COUNT_SHIFT));
         self.arena.extend_from_slice(&[
             u8::try_from(name.len()).expect("names are at most 255 bytes"),
-            u8::try_from(encoded.sets.len()).expect("a name has few record types"),
-            flags,
+            (encoded.sets.len() as u8) << SET_COUNT_SHIFT | flags,
         ]);
         self.arena.extend_from_slice(name);
         if let Some(target) = &encoded.external_target {
@@ -461,20 +519,28 @@ impl ShardBuilder {
         }
         for set in &encoded.sets {
             self.records += set.answer_count as usize;
-            let additional_len = set.bytes.len() - set.answer_len as usize;
-            self.arena.extend_from_slice(&set.qtype.to_le_bytes());
-            self.arena.push(set.rotating_record_len);
-            self.arena
-                .extend_from_slice(&set.answer_count.to_le_bytes());
-            self.arena.extend_from_slice(&set.answer_len.to_le_bytes());
-            self.arena
-                .extend_from_slice(&(additional_len as u32).to_le_bytes());
-        }
-        for set in &encoded.sets {
-            debug_assert_eq!(
-                count_records(&set.bytes[set.answer_len as usize..]).min(u16::MAX as usize),
-                set.additional_count as usize
+            let mut kind = match KIND_TYPES.iter().position(|&known| known == set.qtype) {
+                Some(index) => index as u8 + 1,
+                None => 0,
+            };
+            if set.addresses {
+                kind |= KIND_ADDRESSES;
+            }
+            if set.rotates {
+                kind |= KIND_ROTATES;
+            }
+            self.arena.push(kind);
+            if kind & KIND_TYPE_MASK == 0 {
+                self.arena.extend_from_slice(&set.qtype.to_le_bytes());
+            }
+            debug_assert!(
+                set.addresses
+                    || count_records(&set.bytes[set.answer_len as usize..]).min(u16::MAX as usize)
+                        == set.additional_count as usize
             );
+            write_varint(&mut self.arena, set.answer_count as u32);
+            write_varint(&mut self.arena, set.answer_len);
+            write_varint(&mut self.arena, set.bytes.len() as u32 - set.answer_len);
             self.arena.extend_from_slice(&set.bytes);
         }
         self.placed.push((hash, offset as u32));
@@ -809,7 +875,7 @@ impl Snapshot {
         let Some(set) = entry.sets().find(|set| set.qtype == question.qtype) else {
             return reply.finish_negative(response_code::NOERROR, zone_offset, negative_soa);
         };
-        let disposition = reply.write_set(set, rotation);
+        let disposition = reply.write_set(set, self.ttl, rotation);
         if let Disposition::Reply {
             len, answers: 1, ..
         } = disposition
@@ -923,26 +989,33 @@ impl<'a> Reply<'a> {
         self.finish(rcode, true, [0, 1, 0])
     }
 
-    fn write_set(mut self, set: RecordSet<'_>, rotation: usize) -> Disposition {
+    fn write_set(mut self, set: RecordSet<'_>, ttl: u32, rotation: usize) -> Disposition {
         let answer = set.answer;
         let additional = set.additional;
         let room = self.budget.saturating_sub(self.position);
-        let record_len = set.rotating_record_len as usize;
         let mut answers = 0u16;
-        if let Some(room_in_records) = room.checked_div(record_len) {
-            let count = set.answer_count as usize;
-            let fitting = count.min(room_in_records);
-            let first = rotation % count;
-            // Records first..count, then 0..: at most two copies.
-            let tail = (count - first).min(fitting);
-            let head = fitting - tail;
-            for range in [
-                first * record_len..(first + tail) * record_len,
-                0..head * record_len,
-            ] {
-                let len = range.len();
-                self.out[self.position..self.position + len].copy_from_slice(&answer[range]);
-                self.position += len;
+        if set.addresses {
+            let address_len = if set.qtype == record_type::A { 4 } else { 16 };
+            let count = answer.len() / address_len;
+            let fitting = count.min(room / (RECORD_FIXED_LEN + address_len));
+            let first = if set.rotates { rotation % count } else { 0 };
+            let mut fixed = [0u8; RECORD_FIXED_LEN];
+            fixed[..2].copy_from_slice(&POINTER_TO_QUESTION);
+            fixed[2..4].copy_from_slice(&set.qtype.to_be_bytes());
+            fixed[4..6].copy_from_slice(&CLASS_IN.to_be_bytes());
+            fixed[6..10].copy_from_slice(&ttl.to_be_bytes());
+            fixed[10..12].copy_from_slice(&(address_len as u16).to_be_bytes());
+            // Addresses first..count, then 0..first.
+            let (before_first, from_first) = answer.split_at(first * address_len);
+            for address in from_first
+                .chunks_exact(address_len)
+                .chain(before_first.chunks_exact(address_len))
+                .take(fitting)
+            {
+                self.out[self.position..][..fixed.len()].copy_from_slice(&fixed);
+                self.position += fixed.len();
+                self.out[self.position..][..address_len].copy_from_slice(address);
+                self.position += address_len;
             }
             answers = fitting as u16;
             self.truncated = fitting < count;
@@ -1064,41 +1137,21 @@ impl Encoder<'_> {
         }
         let question = u16::from_be_bytes(POINTER_TO_QUESTION);
         if !records.ipv4.is_empty() {
-            let mut bytes = Vec::with_capacity(records.ipv4.len() * 16);
-            for address in &records.ipv4 {
-                push_record(
-                    &mut bytes,
-                    question,
-                    record_type::A,
-                    self.ttl,
-                    &address.octets(),
-                );
-            }
-            sets.push(fixed_set(
+            let bytes = records.ipv4.iter().flat_map(|address| address.octets());
+            sets.push(address_set(
                 record_type::A,
                 records.ipv4.len(),
-                bytes,
+                bytes.collect(),
                 records.rotate,
-                16,
             ));
         }
         if !records.ipv6.is_empty() {
-            let mut bytes = Vec::with_capacity(records.ipv6.len() * 28);
-            for address in &records.ipv6 {
-                push_record(
-                    &mut bytes,
-                    question,
-                    record_type::AAAA,
-                    self.ttl,
-                    &address.octets(),
-                );
-            }
-            sets.push(fixed_set(
+            let bytes = records.ipv6.iter().flat_map(|address| address.octets());
+            sets.push(address_set(
                 record_type::AAAA,
                 records.ipv6.len(),
-                bytes,
+                bytes.collect(),
                 records.rotate,
-                28,
             ));
         }
         if !records.services.is_empty() {
@@ -1326,14 +1379,16 @@ fn push_record(out: &mut Vec<u8>, owner_pointer: u16, rtype: u16, ttl: u32, rdat
     out.extend_from_slice(rdata);
 }
 
-fn fixed_set(qtype: u16, count: usize, bytes: Vec<u8>, rotate: bool, record_len: u8) -> EncodedSet {
-    let answer_len = bytes.len();
+/// A set of bare addresses owned by the question: the records' fixed parts are written while
+/// answering, which keeps 4 of every 16 bytes for A and 16 of 28 for AAAA.
+fn address_set(qtype: u16, count: usize, bytes: Vec<u8>, rotate: bool) -> EncodedSet {
     EncodedSet {
         qtype,
         answer_count: count.min(u16::MAX as usize) as u16,
         additional_count: 0,
-        rotating_record_len: if rotate && count > 1 { record_len } else { 0 },
-        answer_len: answer_len as u32,
+        addresses: true,
+        rotates: rotate && count > 1,
+        answer_len: bytes.len() as u32,
         bytes,
     }
 }
@@ -1355,7 +1410,8 @@ fn plain_set(
         qtype,
         answer_count: count.min(u16::MAX as usize) as u16,
         additional_count: additional_count.min(u16::MAX as usize) as u16,
-        rotating_record_len: 0,
+        addresses: false,
+        rotates: false,
         answer_len: answer_len as u32,
         bytes,
     }
