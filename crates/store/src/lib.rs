@@ -89,6 +89,9 @@
 //! entry moves from the overlay to redb, and a list never mixes in a write newer than the
 //! revision it reports (if the applier committed between the two loads, the read retries).
 //! Entries leave the overlay only on the writer's next batch after redb holds them durably.
+//! Measured with `cargo bench -p hollow-store --bench writes` against the previous design in
+//! the same minutes (shared, loaded machine): writer CPU per durable write ~40-47 µs → ~18-22
+//! µs, with ~9-13 µs more on the applier thread, off the acknowledgement path.
 //!
 //! **The overlay's bound.** Past 16 Ki keys or 32 MiB of values the writer wakes the applier
 //! early; past 128 Ki keys or 256 MiB it waits, before acknowledging the batch that crossed the
