@@ -31,6 +31,7 @@
 //! existing name is NODATA (RFC 8482 allows it; CoreDNS does the same), and TC is set only when
 //! answer records were cut, never for dropped additional glue (RFC 2181 §9).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
@@ -113,8 +114,17 @@ const RECORD_FIXED_LEN: usize = 12;
 const KIND_ADDRESSES: u8 = 0x80;
 /// Set kind flag: the answer starts at a different record for each query.
 const KIND_ROTATES: u8 = 0x40;
+/// Set kind flag: every answer record is owned by the question, of the set's type, class IN
+/// and one TTL (a varint in the header); each is kept as a varint data length and its data.
+const KIND_QUESTION_OWNED: u8 = 0x20;
+/// Set kind flag (only with [`KIND_QUESTION_OWNED`], same TTL): every additional record is
+/// an A or AAAA owned by a compression pointer; each is kept as that pointer's offset (bit
+/// 14 set for AAAA) and the address.
+const KIND_BARE_GLUE: u8 = 0x10;
 /// Set kind bits naming the record type; 0 means a little-endian `u16` type follows.
-const KIND_TYPE_MASK: u8 = 0x3F;
+const KIND_TYPE_MASK: u8 = 0x0F;
+/// Marks AAAA in a bare glue record's pointer offset (offsets stay below 0x3FFF).
+const BARE_GLUE_AAAA: u16 = 0x4000;
 /// The record types a kind byte can name by themselves, at index `code - 1`.
 const KIND_TYPES: [u16; 7] = [
     record_type::A,
@@ -133,6 +143,12 @@ struct RecordSet<'a> {
     /// `answer` holds bare addresses rather than records (see [`KIND_ADDRESSES`]).
     addresses: bool,
     rotates: bool,
+    /// `answer` holds question-owned records without their fixed part (see
+    /// [`KIND_QUESTION_OWNED`]), all with `ttl`.
+    question_owned: bool,
+    /// `additional` holds bare glue (see [`KIND_BARE_GLUE`]), all with `ttl`.
+    bare_glue: bool,
+    ttl: u32,
     answer_count: u16,
     answer: &'a [u8],
     additional: &'a [u8],
@@ -196,6 +212,11 @@ impl<'a> Entry<'a> {
                 code => KIND_TYPES[code as usize - 1],
             };
             let answer_count = read_varint(&mut data) as u16;
+            let ttl = if kind & KIND_QUESTION_OWNED != 0 {
+                read_varint(&mut data)
+            } else {
+                0
+            };
             let answer_len = read_varint(&mut data) as usize;
             let additional_len = read_varint(&mut data) as usize;
             let header_len = before - data.len();
@@ -206,6 +227,9 @@ impl<'a> Entry<'a> {
                 qtype,
                 addresses: kind & KIND_ADDRESSES != 0,
                 rotates: kind & KIND_ROTATES != 0,
+                question_owned: kind & KIND_QUESTION_OWNED != 0,
+                bare_glue: kind & KIND_BARE_GLUE != 0,
+                ttl,
                 answer_count,
                 answer,
                 additional,
@@ -529,19 +553,38 @@ impl ShardBuilder {
             if set.rotates {
                 kind |= KIND_ROTATES;
             }
+            let (answer, additional) = set.bytes.split_at(set.answer_len as usize);
+            debug_assert!(
+                set.addresses
+                    || count_records(additional).min(u16::MAX as usize)
+                        == set.additional_count as usize
+            );
+            let mut answer = Cow::Borrowed(answer);
+            let mut additional = Cow::Borrowed(additional);
+            let mut ttl = None;
+            if !set.addresses
+                && let Some((answer_ttl, compact)) = compact_question_owned(set.qtype, &answer)
+            {
+                kind |= KIND_QUESTION_OWNED;
+                ttl = Some(answer_ttl);
+                answer = Cow::Owned(compact);
+                if let Some(glue) = compact_glue(&additional, answer_ttl) {
+                    kind |= KIND_BARE_GLUE;
+                    additional = Cow::Owned(glue);
+                }
+            }
             self.arena.push(kind);
             if kind & KIND_TYPE_MASK == 0 {
                 self.arena.extend_from_slice(&set.qtype.to_le_bytes());
             }
-            debug_assert!(
-                set.addresses
-                    || count_records(&set.bytes[set.answer_len as usize..]).min(u16::MAX as usize)
-                        == set.additional_count as usize
-            );
             write_varint(&mut self.arena, set.answer_count as u32);
-            write_varint(&mut self.arena, set.answer_len);
-            write_varint(&mut self.arena, set.bytes.len() as u32 - set.answer_len);
-            self.arena.extend_from_slice(&set.bytes);
+            if let Some(ttl) = ttl {
+                write_varint(&mut self.arena, ttl);
+            }
+            write_varint(&mut self.arena, answer.len() as u32);
+            write_varint(&mut self.arena, additional.len() as u32);
+            self.arena.extend_from_slice(&answer);
+            self.arena.extend_from_slice(&additional);
         }
         self.placed.push((hash, offset as u32));
     }
@@ -584,6 +627,66 @@ impl ShardBuilder {
             records: self.records,
         }
     }
+}
+
+/// The fixed part of a record: owner, type, class, TTL and data length.
+fn record_fixed_part(bytes: &[u8], at: usize) -> Option<(u16, u16, u16, u32, usize)> {
+    let fixed = bytes.get(at..at + RECORD_FIXED_LEN)?;
+    let field = |index: usize| u16::from_be_bytes([fixed[index], fixed[index + 1]]);
+    let ttl = u32::from_be_bytes(fixed[6..10].try_into().ok()?);
+    Some((field(0), field(2), field(4), ttl, field(10) as usize))
+}
+
+/// `answer` as [`KIND_QUESTION_OWNED`] records and their TTL, if every record is owned by the
+/// question, of type `qtype`, class IN and one TTL.
+fn compact_question_owned(qtype: u16, answer: &[u8]) -> Option<(u32, Vec<u8>)> {
+    let question = u16::from_be_bytes(POINTER_TO_QUESTION);
+    let mut compact = Vec::with_capacity(answer.len());
+    let mut set_ttl = None;
+    let mut offset = 0;
+    while offset < answer.len() {
+        let (owner, rtype, class, ttl, data_len) = record_fixed_part(answer, offset)?;
+        if owner != question
+            || rtype != qtype
+            || class != CLASS_IN
+            || *set_ttl.get_or_insert(ttl) != ttl
+        {
+            return None;
+        }
+        let data = answer.get(offset + RECORD_FIXED_LEN..offset + RECORD_FIXED_LEN + data_len)?;
+        write_varint(&mut compact, data_len as u32);
+        compact.extend_from_slice(data);
+        offset += RECORD_FIXED_LEN + data_len;
+    }
+    Some((set_ttl?, compact))
+}
+
+/// `additional` as [`KIND_BARE_GLUE`] records, if every record is an A or AAAA owned by a
+/// compression pointer, class IN, with `ttl`.
+fn compact_glue(additional: &[u8], ttl: u32) -> Option<Vec<u8>> {
+    let mut compact = Vec::with_capacity(additional.len());
+    let mut offset = 0;
+    while offset < additional.len() {
+        let (owner, rtype, class, record_ttl, data_len) = record_fixed_part(additional, offset)?;
+        let family = match (rtype, data_len) {
+            (record_type::A, 4) => 0,
+            (record_type::AAAA, 16) => BARE_GLUE_AAAA,
+            _ => return None,
+        };
+        if owner & 0xC000 != 0xC000
+            || owner & 0x3FFF >= 0x3FFF
+            || class != CLASS_IN
+            || record_ttl != ttl
+        {
+            return None;
+        }
+        compact.extend_from_slice(&(owner & 0x3FFF | family).to_be_bytes());
+        compact.extend_from_slice(
+            additional.get(offset + RECORD_FIXED_LEN..offset + RECORD_FIXED_LEN + data_len)?,
+        );
+        offset += RECORD_FIXED_LEN + data_len;
+    }
+    Some(compact)
 }
 
 /// How many records `bytes` holds (records whose owner is a compression pointer).
@@ -989,6 +1092,17 @@ impl<'a> Reply<'a> {
         self.finish(rcode, true, [0, 1, 0])
     }
 
+    /// Writes a record's owner, type, class IN, TTL and data length.
+    fn write_fixed_part(&mut self, owner: u16, rtype: u16, ttl: u32, data_len: usize) {
+        let fixed = &mut self.out[self.position..][..RECORD_FIXED_LEN];
+        fixed[..2].copy_from_slice(&owner.to_be_bytes());
+        fixed[2..4].copy_from_slice(&rtype.to_be_bytes());
+        fixed[4..6].copy_from_slice(&CLASS_IN.to_be_bytes());
+        fixed[6..10].copy_from_slice(&ttl.to_be_bytes());
+        fixed[10..12].copy_from_slice(&(data_len as u16).to_be_bytes());
+        self.position += RECORD_FIXED_LEN;
+    }
+
     fn write_set(mut self, set: RecordSet<'_>, ttl: u32, rotation: usize) -> Disposition {
         let answer = set.answer;
         let additional = set.additional;
@@ -1019,6 +1133,21 @@ impl<'a> Reply<'a> {
             }
             answers = fitting as u16;
             self.truncated = fitting < count;
+        } else if set.question_owned {
+            let question = u16::from_be_bytes(POINTER_TO_QUESTION);
+            let mut records = answer;
+            while !records.is_empty() {
+                let data_len = read_varint(&mut records) as usize;
+                if self.position + RECORD_FIXED_LEN + data_len > self.budget {
+                    self.truncated = true;
+                    break;
+                }
+                self.write_fixed_part(question, set.qtype, set.ttl, data_len);
+                self.out[self.position..][..data_len].copy_from_slice(&records[..data_len]);
+                self.position += data_len;
+                records = &records[data_len..];
+                answers += 1;
+            }
         } else if answer.len() <= room {
             self.out[self.position..self.position + answer.len()].copy_from_slice(answer);
             self.position += answer.len();
@@ -1039,7 +1168,28 @@ impl<'a> Reply<'a> {
             self.truncated = true;
         }
         let mut additional_written = 0u16;
-        if !self.truncated {
+        if !self.truncated && set.bare_glue {
+            // Glue is optional: keep what fits, and never set TC for it.
+            let mut records = additional;
+            while records.len() >= 2 {
+                let pointer = u16::from_be_bytes([records[0], records[1]]);
+                let (rtype, address_len) = if pointer & BARE_GLUE_AAAA != 0 {
+                    (record_type::AAAA, 16)
+                } else {
+                    (record_type::A, 4)
+                };
+                if self.position + RECORD_FIXED_LEN + address_len > self.budget {
+                    break;
+                }
+                let owner = 0xC000 | (pointer & 0x3FFF);
+                self.write_fixed_part(owner, rtype, set.ttl, address_len);
+                self.out[self.position..][..address_len]
+                    .copy_from_slice(&records[2..2 + address_len]);
+                self.position += address_len;
+                records = &records[2 + address_len..];
+                additional_written += 1;
+            }
+        } else if !self.truncated {
             // Glue is optional: keep what fits, and never set TC for it.
             let mut offset = 0;
             while offset < additional.len() {
