@@ -276,13 +276,56 @@ fn read_varint(data: &mut &[u8]) -> u32 {
     }
 }
 
-/// An occupied slot of a shard's table: the hash's low 32 bits as a tag (shard and probe start
-/// come from the high bits) above the entry's arena offset plus one; 0 is an empty slot.
-type Slot = u64;
+/// A shard's open-addressed table. An occupied slot holds a tag from the hash's low bits
+/// (shard and probe start come from the high bits) above the entry's arena offset plus one;
+/// 0 is an empty slot. Shards whose arena offsets fit 16 bits (nearly all) use 4-byte slots
+/// with a 16-bit tag, the rest 8-byte slots with a 32-bit tag.
+enum Slots {
+    Narrow(Box<[u32]>),
+    Wide(Box<[u64]>),
+}
 
-#[inline]
-fn slot_tag(hash: u64) -> u32 {
-    hash as u32
+impl Default for Slots {
+    fn default() -> Self {
+        Self::Narrow(Box::default())
+    }
+}
+
+impl Slots {
+    /// Largest arena offset plus one that narrow slots can hold.
+    const NARROW_LIMIT: usize = u16::MAX as usize;
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Narrow(slots) => slots.len(),
+            Self::Wide(slots) => slots.len(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Narrow(slots) => std::mem::size_of_val(&**slots),
+            Self::Wide(slots) => std::mem::size_of_val(&**slots),
+        }
+    }
+
+    /// The tag `hash` has in these slots.
+    #[inline]
+    fn tag(&self, hash: u64) -> u32 {
+        match self {
+            Self::Narrow(_) => hash as u16 as u32,
+            Self::Wide(_) => hash as u32,
+        }
+    }
+
+    /// The tag and arena offset plus one at `position` (offset 0: empty).
+    #[inline]
+    fn get(&self, position: usize) -> (u32, u32) {
+        match self {
+            Self::Narrow(slots) => (slots[position] >> 16, slots[position] & 0xFFFF),
+            Self::Wide(slots) => ((slots[position] >> 32) as u32, slots[position] as u32),
+        }
+    }
 }
 
 /// Where the probe for `hash` starts in a table of `mask + 1` slots: bits 42.. of the hash,
@@ -417,12 +460,12 @@ pub(crate) fn shard_of(hash: u64) -> usize {
 ///
 /// with no absolute offsets inside, so an unchanged entry is copied into the next shard with
 /// one `memcpy`. The **slots** are an open-addressed, linearly probed table (load ≤ 3/4) of
-/// 8-byte [`Slot`]s: a 32-bit tag of the hash and the entry's offset. A hit reads one slot
+/// 4-byte [`Slots`]: a 16-bit tag of the hash and the entry's offset. A hit reads one slot
 /// (one cache line, usually the only one a miss reads too), then one neighbourhood of the
 /// arena: header, key to compare, set headers and the answer itself.
 #[derive(Default)]
 pub(crate) struct Shard {
-    slots: Box<[Slot]>,
+    slots: Slots,
     arena: Box<[u8]>,
     names: u32,
     records: usize,
@@ -433,19 +476,19 @@ impl Shard {
     #[inline]
     fn candidates(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
         let mask = self.slots.len().wrapping_sub(1);
-        let tag = slot_tag(hash);
+        let tag = self.slots.tag(hash);
         let mut position = probe_start(hash, mask);
         let mut remaining = self.slots.len();
         std::iter::from_fn(move || {
             while remaining > 0 {
-                let slot = self.slots[position];
-                if slot == 0 {
+                let (slot_tag, offset) = self.slots.get(position);
+                if offset == 0 {
                     return None;
                 }
                 position = (position + 1) & mask;
                 remaining -= 1;
-                if (slot >> 32) as u32 == tag {
-                    return Some((slot as u32 - 1) as usize);
+                if slot_tag == tag {
+                    return Some(offset as usize - 1);
                 }
             }
             None
@@ -465,10 +508,10 @@ impl Shard {
     }
 
     fn offsets(&self) -> impl Iterator<Item = usize> + '_ {
-        self.slots
-            .iter()
-            .filter(|&&slot| slot != 0)
-            .map(|&slot| (slot as u32 - 1) as usize)
+        (0..self.slots.len()).filter_map(|position| {
+            let (_, offset) = self.slots.get(position);
+            (offset != 0).then(|| offset as usize - 1)
+        })
     }
 
     /// Every name stored here.
@@ -503,11 +546,11 @@ impl Shard {
                 breakdown.add(&format!("{name} additionals"), set.additional.len());
             }
         }
-        breakdown.add("slot tables", std::mem::size_of_val(&*self.slots));
+        breakdown.add("slot tables", self.slots.bytes());
     }
 
     fn index_bytes(&self) -> usize {
-        self.arena.len() + std::mem::size_of_val(&*self.slots)
+        self.arena.len() + self.slots.bytes()
     }
 }
 
@@ -611,15 +654,29 @@ impl ShardBuilder {
         } else {
             (self.placed.len() + self.placed.len() / 3 + 1).next_power_of_two()
         };
-        let mut slots = vec![0; capacity].into_boxed_slice();
         let mask = capacity.wrapping_sub(1);
-        for &(hash, offset) in &self.placed {
+        let free_position = |hash: u64, occupied: &dyn Fn(usize) -> bool| {
             let mut position = probe_start(hash, mask);
-            while slots[position] != 0 {
+            while occupied(position) {
                 position = (position + 1) & mask;
             }
-            slots[position] = (slot_tag(hash) as u64) << 32 | (offset as u64 + 1);
-        }
+            position
+        };
+        let slots = if self.arena.len() < Slots::NARROW_LIMIT {
+            let mut slots = vec![0u32; capacity];
+            for &(hash, offset) in &self.placed {
+                let position = free_position(hash, &|position| slots[position] != 0);
+                slots[position] = (hash as u16 as u32) << 16 | (offset + 1);
+            }
+            Slots::Narrow(slots.into_boxed_slice())
+        } else {
+            let mut slots = vec![0u64; capacity];
+            for &(hash, offset) in &self.placed {
+                let position = free_position(hash, &|position| slots[position] != 0);
+                slots[position] = (hash as u32 as u64) << 32 | (offset as u64 + 1);
+            }
+            Slots::Wide(slots.into_boxed_slice())
+        };
         Shard {
             slots,
             arena: self.arena.into_boxed_slice(),
@@ -1869,6 +1926,51 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// Builds a shard of `names` (one TXT-like set each, `big` of them over 64 KiB in total
+    /// so the shard needs wide slots) and checks every lookup path, then copies it.
+    fn check_shard(names: usize, set_len: usize) -> Shard {
+        let hasher = RandomState::new();
+        let name_of = |index: usize| wire::encode_name(&format!("n{index}.example")).unwrap();
+        let mut builder = ShardBuilder::default();
+        for index in 0..names {
+            let mut bytes = Vec::new();
+            push_record(&mut bytes, 0xC00C, 99, 7, &vec![index as u8; set_len]);
+            let encoded = EncodedEntry {
+                apex: index == 0,
+                sets: vec![plain_set(99, 1, bytes, 0, 0)],
+                external_target: None,
+            };
+            let name = name_of(index);
+            builder.push(hasher.hash_one(&name), &name, &encoded);
+        }
+        let shard = builder.finish();
+        assert_eq!(shard.names().count(), names);
+        let mut copied = ShardBuilder::default();
+        for index in 0..names {
+            let name = name_of(index);
+            let hash = hasher.hash_one(&name);
+            let entry = shard.find(hash, &name).expect("stored name is found");
+            assert_eq!(entry.key, name.as_slice());
+            assert_eq!(entry.apex, index == 0);
+            let set = entry.sets().next().unwrap();
+            assert_eq!((set.qtype, set.answer_count), (99, 1));
+            assert!(set.question_owned);
+            assert_eq!(shard.names_with_hash(hash), vec![name.as_slice()]);
+            assert!(shard.find(hash, b"\x07missing\x00").is_none());
+            copied.copy(hash, &name, &shard);
+        }
+        let copied = copied.finish();
+        assert_eq!(copied.arena.len(), shard.arena.len());
+        assert_eq!(copied.records, names);
+        shard
+    }
+
+    #[test]
+    fn narrow_and_wide_slot_tables() {
+        assert!(matches!(check_shard(200, 10).slots, Slots::Narrow(_)));
+        assert!(matches!(check_shard(40, 2_000).slots, Slots::Wide(_)));
     }
 
     #[test]
