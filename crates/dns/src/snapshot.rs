@@ -582,6 +582,19 @@ impl Shard {
         breakdown.add("slot tables", self.slots.bytes());
     }
 
+    /// The same shard in freshly allocated memory.
+    fn repacked(&self) -> Self {
+        Self {
+            slots: match &self.slots {
+                Slots::Narrow(slots) => Slots::Narrow(slots.clone()),
+                Slots::Wide(slots) => Slots::Wide(slots.clone()),
+            },
+            arena: self.arena.clone(),
+            names: self.names,
+            records: self.records,
+        }
+    }
+
     fn index_bytes(&self) -> usize {
         self.arena.len() + self.slots.bytes()
     }
@@ -850,9 +863,13 @@ impl Snapshot {
             let hash = hasher.hash_one(name.as_slice());
             builders[shard_of(hash)].push(hash, name, &encoder.entry(records));
         }
-        let shards = builders
+        let shards: Vec<Shard> = builders.into_iter().map(ShardBuilder::finish).collect();
+        // The shards grew among the encoder's temporaries; once those are gone, fresh copies
+        // pack into fewer pages than the originals would keep pinned.
+        drop(zone_records);
+        let shards = shards
             .into_iter()
-            .map(|builder| Arc::new(builder.finish()))
+            .map(|shard| Arc::new(shard.repacked()))
             .collect();
         let mut snapshot = Self::from_shards(shards, hasher, settings);
         snapshot.stats.build_duration = started.elapsed();
