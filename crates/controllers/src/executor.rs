@@ -116,6 +116,43 @@ pub struct Executor {
     sequence: std::sync::atomic::AtomicU64,
 }
 
+/// Evaluates `$body` with `$type` naming the k8s-openapi type of `$kind`, so one generic
+/// call serves every kind a plan may write.
+macro_rules! with_type_of {
+    ($kind:expr, $type:ident => $body:expr) => {
+        match $kind {
+            Kind::Pod => {
+                type $type = Pod;
+                $body
+            }
+            Kind::Service => {
+                type $type = Service;
+                $body
+            }
+            Kind::Endpoints => {
+                type $type = Endpoints;
+                $body
+            }
+            Kind::EndpointSlice => {
+                type $type = EndpointSlice;
+                $body
+            }
+            Kind::ReplicaSet => {
+                type $type = ReplicaSet;
+                $body
+            }
+            Kind::Deployment => {
+                type $type = Deployment;
+                $body
+            }
+            Kind::StatefulSet => {
+                type $type = StatefulSet;
+                $body
+            }
+        }
+    };
+}
+
 fn api<K>(client: &Client, namespace: &str) -> Api<K>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
@@ -227,67 +264,46 @@ impl Executor {
         object: Object,
         slices: &mut Vec<EndpointSlice>,
     ) -> Result<Written, WriteError> {
+        let kind = object.kind();
         let namespace = meta::namespace(object.metadata()).to_string();
         let name = object.display_name();
-        let pp = PostParams::default();
-        let fail = |kind: Kind| {
-            let (namespace, name) = (namespace.clone(), name.clone());
-            move |source| WriteError {
-                verb: "create",
-                kind,
-                namespace,
-                name,
-                source,
-            }
-        };
-        match object {
-            Object::Pod(pod) => create_typed(&self.client, Kind::Pod, &pod)
+        let client = &self.client;
+        let result = match object {
+            Object::Pod(pod) => create_typed(client, kind, &pod).await,
+            Object::Service(service) => create_typed(client, kind, &service).await,
+            Object::Endpoints(endpoints) => create_typed(client, kind, &endpoints).await,
+            Object::EndpointSlice(slice) => api::<EndpointSlice>(client, &namespace)
+                .create(&PostParams::default(), &slice)
                 .await
-                .map_err(fail(Kind::Pod)),
-            Object::Service(service) => create_typed(&self.client, Kind::Service, &service)
-                .await
-                .map_err(fail(Kind::Service)),
-            Object::Endpoints(endpoints) => create_typed(&self.client, Kind::Endpoints, &endpoints)
-                .await
-                .map_err(fail(Kind::Endpoints)),
-            Object::EndpointSlice(slice) => {
-                let namespace = meta::namespace(&slice.metadata).to_string();
-                api::<EndpointSlice>(&self.client, &namespace)
-                    .create(&PostParams::default(), &slice)
-                    .await
-                    .map(|created| {
-                        let done = present(Kind::EndpointSlice, &created);
-                        slices.push(created);
-                        done
-                    })
-                    .map_err(fail(Kind::EndpointSlice))
-            }
-            Object::ReplicaSet(set) => create_typed(&self.client, Kind::ReplicaSet, &set)
-                .await
-                .map_err(fail(Kind::ReplicaSet)),
-            Object::Deployment(set) => create_typed(&self.client, Kind::Deployment, &set)
-                .await
-                .map_err(fail(Kind::Deployment)),
-            Object::StatefulSet(set) => create_typed(&self.client, Kind::StatefulSet, &set)
-                .await
-                .map_err(fail(Kind::StatefulSet)),
+                .map(|created| {
+                    let done = present(kind, &created);
+                    slices.push(created);
+                    done
+                }),
+            Object::ReplicaSet(set) => create_typed(client, kind, &set).await,
+            Object::Deployment(set) => create_typed(client, kind, &set).await,
+            Object::StatefulSet(set) => create_typed(client, kind, &set).await,
             Object::Binding(binding) => {
-                let pods: Api<Pod> = api(&self.client, &namespace);
                 let pod_name = meta::name(&binding.metadata).to_string();
                 // kube-scheduler binds through the subresource; the answer is a Status.
-                let result: Result<serde_json::Value, kube::Error> = pods
-                    .create_subresource("binding", &pod_name, &pp, &binding)
+                let result: Result<serde_json::Value, kube::Error> = api::<Pod>(client, &namespace)
+                    .create_subresource("binding", &pod_name, &PostParams::default(), &binding)
                     .await;
-                result
-                    .map(|_| Written::Present {
-                        kind: Kind::Pod,
-                        namespace: namespace.clone(),
-                        name: pod_name,
-                        resource_version: None,
-                    })
-                    .map_err(fail(Kind::Pod))
+                result.map(|_| Written::Present {
+                    kind,
+                    namespace: namespace.clone(),
+                    name: pod_name,
+                    resource_version: None,
+                })
             }
-        }
+        };
+        result.map_err(|source| WriteError {
+            verb: "create",
+            kind,
+            namespace,
+            name,
+            source,
+        })
     }
 
     async fn replace(
@@ -297,65 +313,36 @@ impl Executor {
         slices: &mut Vec<EndpointSlice>,
     ) -> Result<Written, WriteError> {
         let verb = if status { "replace status" } else { "replace" };
+        let kind = object.kind();
         let namespace = meta::namespace(object.metadata()).to_string();
         let name = object.display_name();
-        let fail = |kind: Kind| {
-            let (namespace, name) = (namespace.clone(), name.clone());
-            move |source| WriteError {
-                verb,
-                kind,
-                namespace,
-                name,
-                source,
-            }
+        let client = &self.client;
+        let result = match object {
+            Object::Pod(pod) => replace_typed(client, kind, &pod, status).await,
+            Object::Service(service) => replace_typed(client, kind, &service, status).await,
+            Object::Endpoints(endpoints) => replace_typed(client, kind, &endpoints, status).await,
+            Object::EndpointSlice(slice) => api::<EndpointSlice>(client, &namespace)
+                .replace(meta::name(&slice.metadata), &PostParams::default(), &slice)
+                .await
+                .map(|replaced| {
+                    let done = present(kind, &replaced);
+                    slices.push(replaced);
+                    done
+                }),
+            Object::ReplicaSet(set) => replace_typed(client, kind, &set, status).await,
+            Object::Deployment(set) => replace_typed(client, kind, &set, status).await,
+            Object::StatefulSet(set) => replace_typed(client, kind, &set, status).await,
+            Object::Binding(_) => Err(kube::Error::BuildRequest(
+                kube::core::request::Error::Validation("a binding can only be created".to_string()),
+            )),
         };
-        match object {
-            Object::Pod(pod) => replace_typed(&self.client, Kind::Pod, &pod, status)
-                .await
-                .map_err(fail(Kind::Pod)),
-            Object::Service(service) => {
-                replace_typed(&self.client, Kind::Service, &service, status)
-                    .await
-                    .map_err(fail(Kind::Service))
-            }
-            Object::Endpoints(endpoints) => {
-                replace_typed(&self.client, Kind::Endpoints, &endpoints, status)
-                    .await
-                    .map_err(fail(Kind::Endpoints))
-            }
-            Object::EndpointSlice(slice) => {
-                let objects = api::<EndpointSlice>(&self.client, &namespace);
-                objects
-                    .replace(meta::name(&slice.metadata), &PostParams::default(), &slice)
-                    .await
-                    .map(|replaced| {
-                        let done = present(Kind::EndpointSlice, &replaced);
-                        slices.push(replaced);
-                        done
-                    })
-                    .map_err(fail(Kind::EndpointSlice))
-            }
-            Object::ReplicaSet(set) => replace_typed(&self.client, Kind::ReplicaSet, &set, status)
-                .await
-                .map_err(fail(Kind::ReplicaSet)),
-            Object::Deployment(set) => replace_typed(&self.client, Kind::Deployment, &set, status)
-                .await
-                .map_err(fail(Kind::Deployment)),
-            Object::StatefulSet(set) => {
-                replace_typed(&self.client, Kind::StatefulSet, &set, status)
-                    .await
-                    .map_err(fail(Kind::StatefulSet))
-            }
-            Object::Binding(_) => Err(WriteError {
-                verb,
-                kind: Kind::Pod,
-                namespace,
-                name,
-                source: kube::Error::BuildRequest(kube::core::request::Error::Validation(
-                    "a binding can only be created".to_string(),
-                )),
-            }),
-        }
+        result.map_err(|source| WriteError {
+            verb,
+            kind,
+            namespace,
+            name,
+            source,
+        })
     }
 
     async fn patch(&self, patch: Patch) -> Result<Written, WriteError> {
@@ -366,34 +353,10 @@ impl Executor {
             status,
             patch,
         } = patch;
-        let result = match kind {
-            Kind::Pod => {
-                patch_typed::<Pod>(&self.client, kind, &namespace, &name, status, &patch).await
-            }
-            Kind::Service => {
-                patch_typed::<Service>(&self.client, kind, &namespace, &name, status, &patch).await
-            }
-            Kind::Endpoints => {
-                patch_typed::<Endpoints>(&self.client, kind, &namespace, &name, status, &patch)
-                    .await
-            }
-            Kind::EndpointSlice => {
-                patch_typed::<EndpointSlice>(&self.client, kind, &namespace, &name, status, &patch)
-                    .await
-            }
-            Kind::ReplicaSet => {
-                patch_typed::<ReplicaSet>(&self.client, kind, &namespace, &name, status, &patch)
-                    .await
-            }
-            Kind::Deployment => {
-                patch_typed::<Deployment>(&self.client, kind, &namespace, &name, status, &patch)
-                    .await
-            }
-            Kind::StatefulSet => {
-                patch_typed::<StatefulSet>(&self.client, kind, &namespace, &name, status, &patch)
-                    .await
-            }
-        };
+        let result = with_type_of!(
+            kind,
+            K => patch_typed::<K>(&self.client, kind, &namespace, &name, status, &patch).await
+        );
         result.map_err(|source| WriteError {
             verb: "patch",
             kind,
@@ -423,27 +386,10 @@ impl Executor {
             }),
             ..DeleteParams::default()
         };
-        let result = match kind {
-            Kind::Pod => delete_typed::<Pod>(&self.client, &namespace, &name, &params).await,
-            Kind::Service => {
-                delete_typed::<Service>(&self.client, &namespace, &name, &params).await
-            }
-            Kind::Endpoints => {
-                delete_typed::<Endpoints>(&self.client, &namespace, &name, &params).await
-            }
-            Kind::EndpointSlice => {
-                delete_typed::<EndpointSlice>(&self.client, &namespace, &name, &params).await
-            }
-            Kind::ReplicaSet => {
-                delete_typed::<ReplicaSet>(&self.client, &namespace, &name, &params).await
-            }
-            Kind::Deployment => {
-                delete_typed::<Deployment>(&self.client, &namespace, &name, &params).await
-            }
-            Kind::StatefulSet => {
-                delete_typed::<StatefulSet>(&self.client, &namespace, &name, &params).await
-            }
-        };
+        let result = with_type_of!(
+            kind,
+            K => delete_typed::<K>(&self.client, &namespace, &name, &params).await
+        );
         match result {
             Ok(()) => Ok(Written::Absent {
                 kind,

@@ -92,6 +92,19 @@ pub enum Object {
 }
 
 impl Object {
+    /// The kind written (a binding writes its pod).
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Pod(_) | Object::Binding(_) => Kind::Pod,
+            Object::Service(_) => Kind::Service,
+            Object::Endpoints(_) => Kind::Endpoints,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::ReplicaSet(_) => Kind::ReplicaSet,
+            Object::Deployment(_) => Kind::Deployment,
+            Object::StatefulSet(_) => Kind::StatefulSet,
+        }
+    }
+
     /// The object's metadata.
     pub fn metadata(&self) -> &ObjectMeta {
         match self {
