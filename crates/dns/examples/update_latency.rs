@@ -18,13 +18,17 @@
 //!    server's metrics, and the child's resident memory; stops the child.
 //! 6. With `HOLLOW` set to a `hollow` binary: starts `hollow dns` against the same API server
 //!    (through a kubeconfig file), waits for its first answer and prints its resident memory
-//!    after sync and the zone breakdown from its metrics. This is the deployed program: jemalloc
-//!    as allocator and no API server code in the binary, where the child above runs on glibc
-//!    malloc inside this benchmark's binary.
+//!    after sync, the zone breakdown from its metrics and the mappings that hold it
+//!    (`/proc/PID/smaps`); then writes `CHURN` slices at `LOAD_RATE` per second and prints
+//!    the same again. This is the deployed program, with jemalloc as allocator, where the
+//!    child above runs on glibc malloc inside this benchmark's binary.
 //!
 //! Environment: CHANGES (default 300), LOAD_RATE (100), CLUSTER (path; else the argument, else
 //! /tmp/hollow-dns-bench-data/k8s/cluster.yaml), HOLLOW (path of a `hollow` binary; unset to
-//! skip step 6).
+//! skip step 6), LATENCY (0 skips steps 2–5, for memory alone), CHURN (slice writes after
+//! step 6's sync, default 1000), HOLD (seconds to keep `hollow dns` running at the end, for a
+//! look at it by hand). `_RJEM_MALLOC_CONF=stats_print:true` in the environment makes
+//! `hollow dns` print jemalloc's statistics when it stops.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -514,7 +518,37 @@ async fn benchmark(path: &str, changes: usize, load_rate: u64) {
         "created the cluster through the API in {:?}",
         started.elapsed()
     );
+    assert!(
+        headless_slices.len() >= 20,
+        "the cluster has too few headless slices"
+    );
 
+    if env_number("LATENCY", 1) != 0 {
+        latency(
+            path,
+            &client,
+            api_address,
+            &headless_slices,
+            changes,
+            load_rate,
+        )
+        .await;
+    }
+    if let Ok(hollow) = std::env::var("HOLLOW") {
+        standalone_memory(&hollow, &client, api_address, &headless_slices, load_rate).await;
+    }
+    let _ = stop_api.send(());
+}
+
+/// Steps 2–5: the DNS child's write→answer latency, idle and loaded, and its memory.
+async fn latency(
+    path: &str,
+    client: &kube::Client,
+    api_address: SocketAddr,
+    headless_slices: &[EndpointSlice],
+    changes: usize,
+    load_rate: u64,
+) {
     let started = Instant::now();
     let mut child = Command::new(std::env::current_exe().expect("own path"))
         .args(["--dns-child", &api_address.to_string()])
@@ -532,10 +566,6 @@ async fn benchmark(path: &str, changes: usize, load_rate: u64) {
     let dns: SocketAddr = addresses.next().expect("DNS address").parse().expect("DNS");
     let metrics: SocketAddr = addresses.next().expect("metrics").parse().expect("metrics");
 
-    assert!(
-        headless_slices.len() >= 20,
-        "the cluster has too few headless slices"
-    );
     let first_name = endpoint_name(&headless_slices[0], 0);
     let first_ready = headless_slices[0].endpoints.as_ref().expect("endpoints")[0]
         .conditions
@@ -662,10 +692,6 @@ async fn benchmark(path: &str, changes: usize, load_rate: u64) {
     );
     println!("DNS child zone heap: {}", zone_heap(&after));
     drop(child);
-    if let Ok(hollow) = std::env::var("HOLLOW") {
-        standalone_memory(&hollow, api_address, &headless_slices[0]);
-    }
-    let _ = stop_api.send(());
 }
 
 /// The zone's heap breakdown from the `hollow_dns_zone_heap_bytes` series of a scrape, in MiB.
@@ -697,8 +723,16 @@ fn free_port() -> u16 {
     }
 }
 
-/// Step 6: the resident memory of the real `hollow dns` against the same API server.
-fn standalone_memory(hollow: &str, api: SocketAddr, probe_slice: &EndpointSlice) {
+/// Step 6: the resident memory of the real `hollow dns` against the same API server: after
+/// its first sync, then after `CHURN` slice writes at `load_rate` per second (the memory an
+/// incremental update leaves behind), with the mappings that hold it.
+async fn standalone_memory(
+    hollow: &str,
+    client: &kube::Client,
+    api: SocketAddr,
+    headless_slices: &[EndpointSlice],
+    load_rate: u64,
+) {
     let directory = tempfile::tempdir().expect("temporary directory");
     let kubeconfig = directory.path().join("kubeconfig");
     std::fs::write(
@@ -724,24 +758,33 @@ fn standalone_memory(hollow: &str, api: SocketAddr, probe_slice: &EndpointSlice)
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|error| panic!("start {hollow} dns: {error}"));
-    let child = ChildGuard(child);
-    let pid = child.0.id();
-    let name = endpoint_name(probe_slice, 0);
-    let ready = probe_slice.endpoints.as_ref().expect("endpoints")[0]
-        .conditions
-        .as_ref()
-        .and_then(|conditions| conditions.ready)
-        .unwrap_or(true);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut prober = Prober::new(dns, &name);
-    let mut synced = false;
-    while !synced && Instant::now() < deadline {
-        synced = prober.until(ready).is_some();
-    }
+    // SIGTERM first, so that a `_RJEM_MALLOC_CONF=stats_print:true` in the environment gets
+    // jemalloc's statistics printed at exit.
+    let child = TerminatedChild(ChildGuard(child));
+    let pid = child.0.0.id();
+    let probe_slice = headless_slices[0].clone();
+    let synced = tokio::task::spawn_blocking(move || {
+        let name = endpoint_name(&probe_slice, 0);
+        let ready = probe_slice.endpoints.as_ref().expect("endpoints")[0]
+            .conditions
+            .as_ref()
+            .and_then(|conditions| conditions.ready)
+            .unwrap_or(true);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut prober = Prober::new(dns, &name);
+        while Instant::now() < deadline {
+            if prober.until(ready).is_some() {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("sync wait");
     assert!(synced, "hollow dns never answered from the cluster");
     let sync_time = started.elapsed();
     // The zone's memory report and jemalloc's purge of the sync's garbage lag by a second or so.
-    std::thread::sleep(Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let memory = resident_memory(pid);
     let text = scrape(metrics);
     println!(
@@ -753,5 +796,102 @@ fn standalone_memory(hollow: &str, api: SocketAddr, probe_slice: &EndpointSlice)
         memory.3
     );
     println!("hollow dns zone heap: {}", zone_heap(&text));
+    println!("hollow dns mappings after sync:\n{}", mappings(pid));
+
+    let churn: usize = env_number("CHURN", 1000);
+    if churn > 0 {
+        // One write at a time per slice, round-robin, at the load rate: what the zone keeps
+        // after thousands of incremental updates.
+        let mut slices: Vec<EndpointSlice> = headless_slices.to_vec();
+        let mut interval =
+            tokio::time::interval(Duration::from_secs_f64(1.0 / load_rate.max(1) as f64));
+        let started = Instant::now();
+        for write_number in 0..churn {
+            interval.tick().await;
+            let count = slices.len();
+            let slice = &mut slices[write_number % count];
+            let index = (write_number / count) % slice.endpoints.as_ref().map_or(1, Vec::len);
+            flip(slice, index);
+            *slice = write(client, slice).await;
+        }
+        let written = started.elapsed();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let memory = resident_memory(pid);
+        let text = scrape(metrics);
+        println!(
+            "hollow dns after {churn} slice writes in {:.1} s ({} updates published): resident memory {:.1} MiB (peak {:.1} MiB), anonymous {:.1}, file-backed {:.1}",
+            written.as_secs_f64(),
+            metric(&text, "hollow_dns_snapshot_updates_total"),
+            memory.0,
+            memory.1,
+            memory.2,
+            memory.3
+        );
+        println!("hollow dns zone heap: {}", zone_heap(&text));
+        println!("hollow dns mappings at the end:\n{}", mappings(pid));
+    }
+    let hold: u64 = env_number("HOLD", 0);
+    if hold > 0 {
+        println!("hollow dns (pid {pid}) keeps running for {hold} s (HOLD)");
+        tokio::time::sleep(Duration::from_secs(hold)).await;
+    }
     drop(child);
+}
+
+/// Resident memory of a process by mapping (`/proc/PID/smaps`): the binary's segments,
+/// shared libraries, heap and anonymous mappings, those above 64 KiB, largest first.
+fn mappings(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    // (mapping, permissions) → (resident KiB, anonymous KiB, count)
+    let mut totals: std::collections::BTreeMap<(String, String), (u64, u64, usize)> =
+        std::collections::BTreeMap::new();
+    let mut current = (String::new(), String::new());
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let Some(first) = words.next() else { continue };
+        if first.contains('-') && !first.ends_with(':') {
+            let permissions = words.next().unwrap_or_default().to_owned();
+            let path = words.nth(3).unwrap_or("[anonymous]");
+            let path = path.rsplit('/').next().unwrap_or(path).to_owned();
+            current = (path, permissions);
+            totals.entry(current.clone()).or_default().2 += 1;
+            continue;
+        }
+        let mut kib = || words.next().and_then(|value| value.parse::<u64>().ok());
+        match first {
+            "Rss:" => totals.entry(current.clone()).or_default().0 += kib().unwrap_or(0),
+            "Anonymous:" => totals.entry(current.clone()).or_default().1 += kib().unwrap_or(0),
+            _ => {}
+        }
+    }
+    let mut rows: Vec<_> = totals
+        .into_iter()
+        .filter(|(_, (resident, _, _))| *resident >= 64)
+        .collect();
+    rows.sort_by_key(|(_, (resident, _, _))| std::cmp::Reverse(*resident));
+    rows.iter()
+        .map(|((path, permissions), (resident, anonymous, count))| {
+            format!(
+                "  {:>8.2} MiB resident, {:>6.2} anonymous  {permissions} {path} ({count} mapping{})",
+                *resident as f64 / 1024.0,
+                *anonymous as f64 / 1024.0,
+                if *count == 1 { "" } else { "s" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A child that is asked to stop with SIGTERM before [`ChildGuard`]'s kill.
+struct TerminatedChild(ChildGuard);
+
+impl Drop for TerminatedChild {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.0.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
 }
