@@ -594,7 +594,7 @@ async fn latency(
     let mut measured = measured.to_vec();
     let mut failures = 0;
     let idle = measure(
-        &client,
+        client,
         dns,
         &mut measured,
         changes,
@@ -639,7 +639,7 @@ async fn latency(
     });
     let load_started = Instant::now();
     let loaded_latencies = measure(
-        &client,
+        client,
         dns,
         &mut measured,
         changes,
