@@ -17,8 +17,10 @@
 //! fsync floor), the same creates and watches against a second API server over the memory
 //! backend (no fsync), PATCHes with no watchers and at a slower pace, and CPU time per
 //! operation split by thread (server runtime, store writer, clients) from
-//! `/proc/self/task/*/stat`. `HOLLOW_BENCH_SERVER_NODELAY=1` serves with `TCP_NODELAY` on
-//! the server's sockets, to check what Nagle's algorithm costs the watch streams.
+//! `/proc/self/task/*/stat`.
+//!
+//! `HOLLOW_BENCH_ONLY=watch` runs only the write→event phases (main and slow pace, redb and
+//! memory), for work on the watch fan-out.
 //!
 //! `HOLLOW_BENCH_ONLY=creates` runs only the creates, against the redb server and then the
 //! memory one, with their CPU per create by thread: a quick loop (about 10 s) for work on the
@@ -54,7 +56,6 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static ALLOCATOR_SETTINGS: &[u8; 68] =
     b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000\0";
 
-use axum::serve::ListenerExt;
 use bytes::{Bytes, BytesMut};
 use hollow_apiserver::ApiServer;
 use hollow_store::{Store, StoreOptions, StoreStats};
@@ -171,20 +172,7 @@ impl RunningServer {
                     let stopped = async {
                         let _ = stopped.await;
                     };
-                    if server_nodelay() {
-                        // An experiment, not the shipped server: the same routes with Nagle
-                        // off on every accepted socket (and no namespace cleaner, which
-                        // nothing here needs).
-                        let listener = listener.tap_io(|socket| {
-                            let _ = socket.set_nodelay(true);
-                        });
-                        axum::serve(listener, server.router())
-                            .with_graceful_shutdown(stopped)
-                            .await
-                            .expect("serving");
-                    } else {
-                        server.serve(listener, stopped).await.expect("serving");
-                    }
+                    server.serve(listener, stopped).await.expect("serving");
                 });
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })
@@ -209,15 +197,47 @@ impl RunningServer {
     }
 }
 
-/// `HOLLOW_BENCH_SERVER_NODELAY=1` serves with `TCP_NODELAY` on the server's sockets, to see
-/// what Nagle's algorithm costs the watch streams.
-fn server_nodelay() -> bool {
-    std::env::var_os("HOLLOW_BENCH_SERVER_NODELAY").is_some_and(|value| value == "1")
-}
-
 /// `HOLLOW_BENCH_ONLY=creates`: only the creates phase, on both backends.
 fn only_creates() -> bool {
     std::env::var_os("HOLLOW_BENCH_ONLY").is_some_and(|value| value == "creates")
+}
+
+/// `HOLLOW_BENCH_ONLY=watch`: only the write→event phases, on both backends.
+fn only_watch() -> bool {
+    std::env::var_os("HOLLOW_BENCH_ONLY").is_some_and(|value| value == "watch")
+}
+
+/// The write→event phases alone: the main load and the slow one, against the redb server and
+/// then the memory one, with CPU per write by thread. A quick loop (about 20 s) for work on
+/// the watch fan-out, and a steady process to attach `perf record -p` to.
+async fn watch_only(
+    server: &RunningServer,
+    memory_server: &RunningServer,
+    pod: &Arc<PodTemplate>,
+    mut report: String,
+) -> String {
+    let slow_load = WatchLoad {
+        name: "slow",
+        writes: 500,
+        pace: Duration::from_millis(10),
+        ..WATCH_LOAD
+    };
+    let mut results = Vec::new();
+    for (backend, target) in [("redb", server), ("memory", memory_server)] {
+        for load in [WATCH_LOAD, slow_load] {
+            progress(&format!(
+                "write→event, {backend}, {} watchers, one write per {:?}",
+                load.watchers, load.pace
+            ));
+            let delay = measure_watch_delay(target.address, pod, load).await;
+            results.push((backend, load, delay));
+        }
+    }
+    let _ = writeln!(report, "load average at end {}\n", load_average());
+    for (backend, load, delay) in &results {
+        watch_rows(&mut report, backend, load, delay);
+    }
+    report
 }
 
 /// The creates phase alone, against the redb server and then the memory one.
@@ -419,13 +439,8 @@ async fn run(server: &RunningServer, memory_server: &RunningServer, database: &P
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "\nhollow API server benchmark: redb (durable), HTTP/1.1 on {address}{}, \
+        "\nhollow API server benchmark: redb (durable), HTTP/1.1 on {address}, \
          {} cores, load average at start {}",
-        if server_nodelay() {
-            " (experiment: server sockets with TCP_NODELAY)"
-        } else {
-            ""
-        },
         std::thread::available_parallelism().map_or(0, |cores| cores.get()),
         load_average()
     );
@@ -436,6 +451,9 @@ async fn run(server: &RunningServer, memory_server: &RunningServer, database: &P
     let pod = Arc::new(PodTemplate::new());
     if only_creates() {
         return creates_only(server, memory_server, &pod, report).await;
+    }
+    if only_watch() {
+        return watch_only(server, memory_server, &pod, report).await;
     }
 
     // Memory first, while the process holds nothing but an empty store.
@@ -652,9 +670,6 @@ async fn run(server: &RunningServer, memory_server: &RunningServer, database: &P
         creates_rows(&mut report, backend, creates, cpu);
     }
     handler_rows(&mut report, &handler);
-    let mut row = |name: &str, value: String| {
-        let _ = writeln!(report, "{name:<58} {value:>24}");
-    };
     for (backend, load, watch) in [
         ("redb", WATCH_LOAD, &watch),
         ("redb", slow_load, &slow_watch),
@@ -662,47 +677,55 @@ async fn run(server: &RunningServer, memory_server: &RunningServer, database: &P
         ("memory", WATCH_LOAD, &memory_watch),
         ("memory", unwatched_load, &memory_unwatched),
     ] {
-        let title = format!(
-            "{backend}: {} watchers, {:.0} PATCH/s:",
-            load.watchers, watch.writes_per_second
-        );
-        if load.watchers > 0 {
-            row(
-                &format!("{title} write→event p50 / p99 / max"),
-                format!(
-                    "{} / {} / {}",
-                    millis(percentile(&watch.delays, 0.50)),
-                    millis(percentile(&watch.delays, 0.99)),
-                    millis(percentile(&watch.delays, 1.0))
-                ),
-            );
-        }
+        watch_rows(&mut report, backend, &load, watch);
+    }
+    report
+}
+
+/// Delay, acknowledgement and CPU rows for one write→event phase.
+fn watch_rows(report: &mut String, backend: &str, load: &WatchLoad, watch: &WatchDelay) {
+    let mut row = |name: &str, value: String| {
+        let _ = writeln!(report, "{name:<58} {value:>24}");
+    };
+    let title = format!(
+        "{backend}: {} watchers, {:.0} PATCH/s:",
+        load.watchers, watch.writes_per_second
+    );
+    if load.watchers > 0 {
         row(
-            &format!("{title} PATCH answered p50 / p99"),
+            &format!("{title} write→event p50 / p99 / max"),
             format!(
-                "{} / {}",
-                millis(percentile(&watch.acknowledgements, 0.50)),
-                millis(percentile(&watch.acknowledgements, 0.99))
-            ),
-        );
-        let per_write = |role: Role| {
-            watch
-                .cpu_per_write
-                .iter()
-                .find(|(candidate, _)| *candidate == role)
-                .map_or(0.0, |(_, spent)| spent.as_secs_f64() * 1e6)
-        };
-        row(
-            &format!("{title} CPU µs per write: server / writer / clients"),
-            format!(
-                "{:.0} / {:.0} / {:.0}",
-                per_write(Role::Server),
-                per_write(Role::StoreWriter),
-                per_write(Role::Client)
+                "{} / {} / {}",
+                millis(percentile(&watch.delays, 0.50)),
+                millis(percentile(&watch.delays, 0.99)),
+                millis(percentile(&watch.delays, 1.0))
             ),
         );
     }
-    report
+    row(
+        &format!("{title} PATCH answered p50 / p99"),
+        format!(
+            "{} / {}",
+            millis(percentile(&watch.acknowledgements, 0.50)),
+            millis(percentile(&watch.acknowledgements, 0.99))
+        ),
+    );
+    let per_write = |role: Role| {
+        watch
+            .cpu_per_write
+            .iter()
+            .find(|(candidate, _)| *candidate == role)
+            .map_or(0.0, |(_, spent)| spent.as_secs_f64() * 1e6)
+    };
+    row(
+        &format!("{title} CPU µs per write: server / writer / clients"),
+        format!(
+            "{:.0} / {:.0} / {:.0}",
+            per_write(Role::Server),
+            per_write(Role::StoreWriter),
+            per_write(Role::Client)
+        ),
+    );
 }
 
 /// Tells whoever watches the run how far it got; the results come at the end.

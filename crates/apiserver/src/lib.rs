@@ -65,6 +65,7 @@ use axum::body::Body;
 use axum::extract::{Request, State as AxumState};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use bytes::Bytes;
 use hollow_store::Store;
 use http::{HeaderValue, Method, StatusCode, header};
@@ -171,12 +172,21 @@ impl ApiServer {
 
     /// Serves on an already bound listener until `shutdown` completes. Background duties
     /// (namespace clean-up) run alongside.
+    ///
+    /// Every connection has Nagle's algorithm off, as kube-apiserver's (Go's default): a watch
+    /// event is one small write, and with Nagle on it waits for the ACK of the one before,
+    /// which the client's delayed ACK holds back for up to 40 ms. Measured with
+    /// `scripts/bench-api.sh`: write→event p99 at 100 watchers fell from 35–38 ms to 4–9 ms.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let cleaner = tokio::spawn(namespaces::run_cleaner(self.state.clone()));
+        let listener = listener.tap_io(|connection| {
+            // Refused only for a socket that is not TCP, which a TcpListener never yields.
+            let _ = connection.set_nodelay(true);
+        });
         let result = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await;
