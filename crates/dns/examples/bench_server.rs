@@ -75,6 +75,15 @@ fn main() {
     eprintln!("index breakdown:\n{}", snapshot.index_breakdown());
     // Serve only the compact index: the Kubernetes objects are not needed any more.
     drop(state);
+    // The index grew among the parsed objects and the encoder's temporaries, so its pieces
+    // (two per shard, a few KiB each) sit scattered over the pages of the parse's heap and
+    // each pins a page or two that is otherwise free: about as much again as the index
+    // itself. Copied on a thread of its own, it gets an allocator arena of its own (glibc
+    // gives a new thread a fresh one), so the copies pack into contiguous pages and the
+    // parse's heap is left with nothing in it to pin.
+    let snapshot = std::thread::spawn(move || snapshot.repacked())
+        .join()
+        .expect("repacking the index");
     // Hand the heap pages freed by YAML parsing back to the kernel, so resident memory shows
     // what serving needs rather than the parser's garbage.
     hollow_dns::release_free_heap();
