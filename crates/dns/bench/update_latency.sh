@@ -13,7 +13,8 @@
 # API server to report what the deployed program holds after sync (jemalloc, no API server code
 # in the binary; the child above runs on glibc malloc inside the benchmark's own binary).
 #
-# Tunables (environment): BUILD (0 = use the built binaries) DATA KIT CHANGES LOAD_RATE HOLLOW_DNS
+# Tunables (environment): BUILD (0 = use the built binaries) DATA KIT CHANGES LOAD_RATE HOLLOW_DNS,
+# and, passed on to the example, LATENCY (0 = memory only) CHURN (slice writes after the sync) HOLD.
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
