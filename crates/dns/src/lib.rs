@@ -49,7 +49,8 @@
 //! The hot path (a UDP query for a cluster name) touches only `wire` and `snapshot`: parse into
 //! a stack buffer, one hash lookup, a few `memcpy`s, send. No locks, no allocation, no
 //! Kubernetes types. Names outside the zone go to upstream resolvers (the host's
-//! `/etc/resolv.conf` by default) or get REFUSED when forwarding is off.
+//! `/etc/resolv.conf` by default), each tried in turn for `forward_timeout`, and get SERVFAIL
+//! when none answers; with forwarding off they get REFUSED.
 //!
 //! # Entry points
 //!

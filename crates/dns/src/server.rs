@@ -602,7 +602,8 @@ impl Forwarder {
     }
 
     /// Answers `query` from the cache or the first upstream that replies; the reply carries
-    /// the client's id and spelling. `None` when no upstream answered in time.
+    /// the client's id and spelling. When no upstream answers in time, a SERVFAIL of our own
+    /// (as CoreDNS's forward plugin answers); `None` only for a query that does not parse.
     pub async fn forward(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
         let question = wire::parse_query(query).ok()?;
         let key = (
@@ -634,7 +635,7 @@ impl Forwarder {
             personalise(&mut message, &question);
             return Some(message);
         }
-        None
+        Some(crate::snapshot::server_failure(&question, transport))
     }
 
     fn cached(&self, key: &CacheKey, limit: usize) -> Option<Vec<u8>> {

@@ -1139,6 +1139,22 @@ impl Snapshot {
     }
 }
 
+/// An empty SERVFAIL reply to `question`, for a forwarded query that no upstream resolver
+/// answered in time: the client learns at once that the name could not be resolved instead of
+/// waiting out its own timeouts and retries (a glibc stub waits 5 s per try).
+pub(crate) fn server_failure(question: &Question, transport: Transport) -> Vec<u8> {
+    // Header, the question (a name of at most 255 bytes) and an OPT record fit in 512 bytes.
+    let mut out = vec![0u8; wire::CLASSIC_UDP_LIMIT];
+    let len = match Reply::start(question, &mut out, transport)
+        .finish_empty(response_code::SERVFAIL, false)
+    {
+        Disposition::Reply { len, .. } => len,
+        _ => unreachable!("an empty reply is always written"),
+    };
+    out.truncate(len);
+    out
+}
+
 /// A reply being written into the caller's buffer.
 struct Reply<'a> {
     question: &'a Question,

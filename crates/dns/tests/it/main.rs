@@ -564,6 +564,33 @@ async fn forwarding_on_with_a_cache() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_never_answers_gets_the_client_a_servfail() {
+    let upstream = upstream::silent();
+    let config = DnsConfig {
+        upstreams: Upstreams::Servers(vec![upstream.addr]),
+        forward_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    let server = start(&config, &example::cluster()).await;
+    let address = server.udp_addr();
+    for transport in TRANSPORTS {
+        // dig waits 3 s: the answer must come from the server's own 300 ms forward timeout.
+        let reply = dig(address, "www.example.com.", "A", transport).await;
+        reply.assert_status("SERVFAIL");
+        assert!(reply.answer.is_empty());
+        // What `dig CH TXT version.bind` sends: forwarded too, and failed the same way.
+        let options = [transport, &["-c", "CH"]].concat();
+        dig(address, "version.bind.", "TXT", &options)
+            .await
+            .assert_status("SERVFAIL");
+        // Cluster names never wait on the upstream.
+        let api = dig(address, "api.default.svc.cluster.local.", "A", transport).await;
+        assert_eq!(api.data("A"), ["10.96.10.20"]);
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servfail_until_the_first_sync() {
     let config = config();
     let settings = config.snapshot_settings();

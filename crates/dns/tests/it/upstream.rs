@@ -119,3 +119,25 @@ pub fn start() -> Upstream {
         stop,
     }
 }
+
+/// An upstream that never answers: its UDP socket is bound but never read, and its TCP
+/// listener lets the kernel complete connections into the backlog but never accepts them.
+pub struct Silent {
+    pub addr: SocketAddr,
+    _udp: UdpSocket,
+    _tcp: TcpListener,
+}
+
+pub fn silent() -> Silent {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind silent upstream udp");
+        let addr = udp.local_addr().unwrap();
+        if let Ok(tcp) = TcpListener::bind(addr) {
+            return Silent {
+                addr,
+                _udp: udp,
+                _tcp: tcp,
+            };
+        }
+    }
+}
