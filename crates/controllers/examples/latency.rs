@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p hollow-controllers --example latency -- \
-//!     [--pods 1000] [--services 1] [--phases 5:20,1000:5] [--concurrency 16] [--nodelay]
+//!     [--pods 1000] [--services 1] [--phases 5:20,1000:5] [--concurrency 16]
 //! ```
 //!
 //! Starts hollow's API server in this process (in-memory store, loopback), runs the
@@ -21,9 +21,6 @@
 //!
 //! `--concurrency` sets the controllers' reconciles in flight per controller
 //! ([`hollow_controllers::Options::concurrency`]).
-//!
-//! With `--nodelay` the example serves the API server's router itself with `TCP_NODELAY`
-//! on accepted connections, to show what Nagle's algorithm on the watch streams costs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -169,12 +166,11 @@ struct Arguments {
     services: usize,
     phases: Vec<(u64, u64)>,
     concurrency: u16,
-    nodelay: bool,
 }
 
 fn usage(problem: &str) -> ! {
     eprintln!(
-        "{problem}\nusage: latency [--pods N] [--services N] [--phases RATE:SECONDS,...] [--concurrency N] [--nodelay]"
+        "{problem}\nusage: latency [--pods N] [--services N] [--phases RATE:SECONDS,...] [--concurrency N]"
     );
     std::process::exit(2)
 }
@@ -185,7 +181,6 @@ fn parse_arguments() -> Arguments {
         services: 1,
         phases: vec![(5, 20), (1000, 5)],
         concurrency: hollow_controllers::Options::default().concurrency,
-        nodelay: false,
     };
     let mut given = std::env::args().skip(1);
     while let Some(argument) = given.next() {
@@ -217,7 +212,6 @@ fn parse_arguments() -> Arguments {
             "--concurrency" => {
                 arguments.concurrency = value().parse().unwrap_or_else(|_| usage("--concurrency"))
             }
-            "--nodelay" => arguments.nodelay = true,
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -246,15 +240,7 @@ async fn main() {
     let server = hollow_apiserver::ApiServer::new(store, address)
         .await
         .expect("API server");
-    if arguments.nodelay {
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|connection| {
-            let _ = connection.set_nodelay(true);
-        });
-        tokio::spawn(async move { axum::serve(listener, server.router()).await });
-    } else {
-        tokio::spawn(server.serve(listener, std::future::pending()));
-    }
+    tokio::spawn(server.serve(listener, std::future::pending()));
     let client = Client::try_from(kube::Config::new(
         format!("http://{address}").parse().expect("URL"),
     ))
