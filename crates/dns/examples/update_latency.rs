@@ -566,25 +566,10 @@ async fn latency(
     let dns: SocketAddr = addresses.next().expect("DNS address").parse().expect("DNS");
     let metrics: SocketAddr = addresses.next().expect("metrics").parse().expect("metrics");
 
-    let first_name = endpoint_name(&headless_slices[0], 0);
-    let first_ready = headless_slices[0].endpoints.as_ref().expect("endpoints")[0]
-        .conditions
-        .as_ref()
-        .and_then(|conditions| conditions.ready)
-        .unwrap_or(true);
-    let synced = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let mut prober = Prober::new(dns, &first_name);
-        while Instant::now() < deadline {
-            if prober.until(first_ready).is_some() {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .expect("sync wait");
-    assert!(synced, "the DNS server never answered from the cluster");
+    assert!(
+        wait_for_first_sync(dns, &headless_slices[0]).await,
+        "the DNS server never answered from the cluster"
+    );
     let sync_time = started.elapsed();
     let text = scrape(metrics);
     let synced_memory = resident_memory(pid);
@@ -694,6 +679,34 @@ async fn latency(
     drop(child);
 }
 
+/// Whether the first endpoint address at `index` of `slice` is ready (unset counts as ready).
+fn endpoint_ready(slice: &EndpointSlice, index: usize) -> bool {
+    slice.endpoints.as_ref().expect("endpoints")[index]
+        .conditions
+        .as_ref()
+        .and_then(|conditions| conditions.ready)
+        .unwrap_or(true)
+}
+
+/// Polls the DNS server at `dns` (for up to 300 s) until the first endpoint of `slice`
+/// answers as the API has it: the server has finished its first sync.
+async fn wait_for_first_sync(dns: SocketAddr, slice: &EndpointSlice) -> bool {
+    let name = endpoint_name(slice, 0);
+    let ready = endpoint_ready(slice, 0);
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut prober = Prober::new(dns, &name);
+        while Instant::now() < deadline {
+            if prober.until(ready).is_some() {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("sync wait")
+}
+
 /// The zone's heap breakdown from the `hollow_dns_zone_heap_bytes` series of a scrape, in MiB.
 fn zone_heap(metrics: &str) -> String {
     let parts: Vec<String> = metrics
@@ -762,26 +775,10 @@ async fn standalone_memory(
     // jemalloc's statistics printed at exit.
     let child = TerminatedChild(ChildGuard(child));
     let pid = child.0.0.id();
-    let probe_slice = headless_slices[0].clone();
-    let synced = tokio::task::spawn_blocking(move || {
-        let name = endpoint_name(&probe_slice, 0);
-        let ready = probe_slice.endpoints.as_ref().expect("endpoints")[0]
-            .conditions
-            .as_ref()
-            .and_then(|conditions| conditions.ready)
-            .unwrap_or(true);
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let mut prober = Prober::new(dns, &name);
-        while Instant::now() < deadline {
-            if prober.until(ready).is_some() {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .expect("sync wait");
-    assert!(synced, "hollow dns never answered from the cluster");
+    assert!(
+        wait_for_first_sync(dns, &headless_slices[0]).await,
+        "hollow dns never answered from the cluster"
+    );
     let sync_time = started.elapsed();
     // The zone's memory report and jemalloc's purge of the sync's garbage lag by a second or so.
     tokio::time::sleep(Duration::from_secs(3)).await;
