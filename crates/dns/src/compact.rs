@@ -339,40 +339,9 @@ impl Service {
         self.namespace = interner.intern(&self.namespace);
         self.name = interner.intern(&self.name);
     }
-
-    /// Approximate heap bytes owned by this record (not counting interned names).
-    pub fn heap_bytes(&self) -> usize {
-        let external = match &self.kind {
-            ServiceKind::ExternalName(target) => target.len(),
-            _ => 0,
-        };
-        external
-            + size_of_val(&*self.cluster_ips)
-            + size_of_val(&*self.ports)
-            + self.ports.iter().map(Port::heap_bytes).sum::<usize>()
-    }
-}
-
-impl Port {
-    fn heap_bytes(&self) -> usize {
-        self.name.as_ref().map_or(0, |name| name.len())
-            + match &self.protocol {
-                Cow::Owned(protocol) => protocol.capacity(),
-                Cow::Borrowed(_) => 0,
-            }
-    }
 }
 
 impl EndpointSlice {
-    /// Shares the names with every other holder through `interner`.
-    pub fn intern(&mut self, interner: &mut Interner) {
-        self.namespace = interner.intern(&self.namespace);
-        self.name = interner.intern(&self.name);
-        if let Some(service) = &mut self.service {
-            *service = interner.intern(service);
-        }
-    }
-
     /// The hostname of `endpoint`, one of this slice's endpoints.
     pub fn hostname(&self, endpoint: &Endpoint) -> Option<&str> {
         let start = usize::from(endpoint.hostname_start);
@@ -382,14 +351,6 @@ impl EndpointSlice {
                     .get(start..start + usize::from(endpoint.hostname_len))
             })
             .flatten()
-    }
-
-    /// Approximate heap bytes owned by this record (not counting interned names).
-    pub fn heap_bytes(&self) -> usize {
-        size_of_val(&*self.ports)
-            + self.ports.iter().map(Port::heap_bytes).sum::<usize>()
-            + size_of_val(&*self.endpoints)
-            + self.hostnames.len()
     }
 }
 
@@ -404,6 +365,270 @@ impl Pod {
     pub fn heap_bytes(&self) -> usize {
         size_of_val(&*self.addresses)
     }
+}
+
+/// A Service and the EndpointSlices filed under it, packed into one allocation of bytes.
+///
+/// The watch-fed zone keeps every object for the life of the server, but reads one only when
+/// it re-derives that Service's records (an update, a full rebuild). As [`Service`] and
+/// [`EndpointSlice`] structures with their own boxes of ports, endpoints and cluster IPs, a
+/// Service with one slice took about 550 bytes in eight allocations, 5.8 MiB on the
+/// benchmark cluster; packed it is one allocation of about 60 bytes. Deriving records
+/// unpacks it first, which costs about a microsecond per Service.
+///
+/// The namespace and Service name are not stored (the zone's table key holds them), nor is
+/// each slice's `kubernetes.io/service-name` label, which is the Service's name by filing.
+/// The layout, in order: a flags byte (bit 0: the Service is present); the Service (kind,
+/// ExternalName target, flags, cluster IPs, ports); the slice count; each slice (name,
+/// whether it has IP addresses, ports, hostnames, endpoints). Counts and lengths are LEB128.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PackedService(Box<[u8]>);
+
+impl std::fmt::Debug for PackedService {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "PackedService({} bytes)", self.0.len())
+    }
+}
+
+const HAS_SERVICE: u8 = 1;
+
+impl PackedService {
+    /// Packs `service` (if present) and `slices`, which are the slices labelled with its name.
+    pub fn pack(service: Option<&Service>, slices: &[EndpointSlice]) -> Self {
+        let mut packer = Packer(Vec::with_capacity(64));
+        packer.byte(if service.is_some() { HAS_SERVICE } else { 0 });
+        if let Some(service) = service {
+            match &service.kind {
+                ServiceKind::Unspecified => packer.byte(0),
+                ServiceKind::ExternalName(target) => {
+                    packer.byte(1);
+                    packer.text(target);
+                }
+                ServiceKind::Headless => packer.byte(2),
+                ServiceKind::ClusterIp => packer.byte(3),
+            }
+            packer.byte(
+                u8::from(service.publish_not_ready_addresses)
+                    | (u8::from(service.tolerate_unready_annotation) << 1),
+            );
+            packer.number(service.cluster_ips.len());
+            for address in &service.cluster_ips {
+                packer.address(*address);
+            }
+            packer.ports(&service.ports);
+        }
+        packer.number(slices.len());
+        for slice in slices {
+            packer.text(&slice.name);
+            packer.byte(u8::from(slice.ip_addresses));
+            packer.ports(&slice.ports);
+            packer.text(&slice.hostnames);
+            packer.number(slice.endpoints.len());
+            for endpoint in &slice.endpoints {
+                packer.address(endpoint.address);
+                packer.byte(u8::from(endpoint.ready));
+                packer.number(usize::from(endpoint.hostname_start));
+                packer.byte(endpoint.hostname_len);
+            }
+        }
+        Self(packer.0.into_boxed_slice())
+    }
+
+    /// Whether the Service itself is present (not only slices labelled with its name).
+    pub fn has_service(&self) -> bool {
+        self.0.first().is_some_and(|flags| flags & HAS_SERVICE != 0)
+    }
+
+    /// The Service and its slices, in the order packed, named from the table key.
+    pub fn unpack(
+        &self,
+        namespace: &Arc<str>,
+        name: &Arc<str>,
+    ) -> (Option<Service>, Vec<EndpointSlice>) {
+        let mut unpacker = Unpacker {
+            bytes: &self.0,
+            position: 0,
+        };
+        let service = (unpacker.byte() & HAS_SERVICE != 0).then(|| {
+            let kind = match unpacker.byte() {
+                0 => ServiceKind::Unspecified,
+                1 => ServiceKind::ExternalName(Box::from(unpacker.text())),
+                2 => ServiceKind::Headless,
+                _ => ServiceKind::ClusterIp,
+            };
+            let flags = unpacker.byte();
+            let cluster_ips = (0..unpacker.number()).map(|_| unpacker.address()).collect();
+            Service {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                kind,
+                cluster_ips,
+                ports: unpacker.ports(),
+                publish_not_ready_addresses: flags & 1 != 0,
+                tolerate_unready_annotation: flags & 2 != 0,
+            }
+        });
+        let slices = (0..unpacker.number())
+            .map(|_| {
+                let slice_name = Arc::from(unpacker.text());
+                let ip_addresses = unpacker.byte() != 0;
+                let ports = unpacker.ports();
+                let hostnames = Box::from(unpacker.text());
+                let endpoints = (0..unpacker.number())
+                    .map(|_| Endpoint {
+                        address: unpacker.address(),
+                        ready: unpacker.byte() != 0,
+                        hostname_start: u16::try_from(unpacker.number()).unwrap_or_default(),
+                        hostname_len: unpacker.byte(),
+                    })
+                    .collect();
+                EndpointSlice {
+                    namespace: namespace.clone(),
+                    name: slice_name,
+                    service: Some(name.clone()),
+                    ip_addresses,
+                    ports,
+                    endpoints,
+                    hostnames,
+                }
+            })
+            .collect();
+        (service, slices)
+    }
+
+    /// Heap bytes of the packed form.
+    pub fn heap_bytes(&self) -> usize {
+        self.0.len()
+    }
+}
+
+struct Packer(Vec<u8>);
+
+impl Packer {
+    fn byte(&mut self, byte: u8) {
+        self.0.push(byte);
+    }
+
+    /// LEB128: seven bits a byte, low bits first; nearly every count and length is one byte.
+    fn number(&mut self, mut number: usize) {
+        while number >= 0x80 {
+            self.0.push((number as u8) | 0x80);
+            number >>= 7;
+        }
+        self.0.push(number as u8);
+    }
+
+    fn text(&mut self, text: &str) {
+        self.number(text.len());
+        self.0.extend_from_slice(text.as_bytes());
+    }
+
+    fn address(&mut self, address: IpAddr) {
+        match address {
+            IpAddr::V4(address) => {
+                self.byte(4);
+                self.0.extend_from_slice(&address.octets());
+            }
+            IpAddr::V6(address) => {
+                self.byte(6);
+                self.0.extend_from_slice(&address.octets());
+            }
+        }
+    }
+
+    fn ports(&mut self, ports: &[Port]) {
+        self.number(ports.len());
+        for port in ports {
+            self.0.extend_from_slice(&port.number.to_le_bytes());
+            self.text(port.name.as_deref().unwrap_or_default());
+            match &*port.protocol {
+                "tcp" => self.byte(0),
+                "udp" => self.byte(1),
+                "sctp" => self.byte(2),
+                other => {
+                    self.byte(3);
+                    self.text(other);
+                }
+            }
+        }
+    }
+}
+
+/// Reads what [`Packer`] wrote. The bytes never come from outside the process, so running
+/// off the end is a bug; it reads zeros rather than panic in the zone thread.
+struct Unpacker<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> Unpacker<'a> {
+    fn take(&mut self, count: usize) -> &'a [u8] {
+        let start = self.position.min(self.bytes.len());
+        let end = (start + count).min(self.bytes.len());
+        debug_assert_eq!(end - start, count, "a packed Service ends early");
+        self.position = start + count;
+        &self.bytes[start..end]
+    }
+
+    fn byte(&mut self) -> u8 {
+        self.take(1).first().copied().unwrap_or_default()
+    }
+
+    fn number(&mut self) -> usize {
+        let mut number = 0;
+        for shift in (0..usize::BITS).step_by(7) {
+            let byte = self.byte();
+            number |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        number
+    }
+
+    fn text(&mut self) -> &'a str {
+        let length = self.number();
+        std::str::from_utf8(self.take(length)).unwrap_or_default()
+    }
+
+    fn address(&mut self) -> IpAddr {
+        if self.byte() == 6 {
+            let mut octets = [0; 16];
+            octets.copy_from_slice(&pad::<16>(self.take(16)));
+            IpAddr::from(octets)
+        } else {
+            IpAddr::from(pad::<4>(self.take(4)))
+        }
+    }
+
+    fn ports(&mut self) -> Box<[Port]> {
+        (0..self.number())
+            .map(|_| {
+                let number = u16::from_le_bytes(pad::<2>(self.take(2)));
+                let name = Some(self.text())
+                    .filter(|name| !name.is_empty())
+                    .map(Box::from);
+                let protocol = match self.byte() {
+                    0 => Cow::Borrowed("tcp"),
+                    1 => Cow::Borrowed("udp"),
+                    2 => Cow::Borrowed("sctp"),
+                    _ => Cow::Owned(self.text().to_owned()),
+                };
+                Port {
+                    name,
+                    protocol,
+                    number,
+                }
+            })
+            .collect()
+    }
+}
+
+/// `bytes` as an array, zero-filled if short (see [`Unpacker`]).
+fn pad<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut array = [0; N];
+    array[..bytes.len().min(N)].copy_from_slice(&bytes[..bytes.len().min(N)]);
+    array
 }
 
 #[cfg(test)]
@@ -497,5 +722,76 @@ mod tests {
         drop((first, second));
         interner.purge();
         assert!(interner.is_empty());
+    }
+
+    #[test]
+    fn a_packed_service_unpacks_to_what_was_packed() {
+        let service = Service::from(&*example::service(
+            "default",
+            "web",
+            json!({
+                "clusterIP": "10.96.0.10",
+                "clusterIPs": ["10.96.0.10", "fd00::a"],
+                "publishNotReadyAddresses": true,
+                "ports": [{"name": "http", "port": 80}, {"port": 9000, "protocol": "SCTP"}],
+            }),
+        ));
+        let external = Service::from(&*example::service(
+            "default",
+            "mail",
+            json!({"type": "ExternalName", "externalName": "mail.example.com"}),
+        ));
+        let mut named = example::endpoint("10.0.0.1", Some("web-0"), true, false);
+        named["addresses"] = json!(["10.0.0.1", "fd00::1"]);
+        let slices: Vec<EndpointSlice> = [
+            example::slice(
+                "default",
+                "web-abc",
+                "web",
+                "IPv4",
+                &[("http", 8080, "TCP"), ("odd", 7, "QUIC")],
+                vec![
+                    named,
+                    example::endpoint("10.0.0.2", None, false, false),
+                    example::endpoint("10.0.0.3", Some("web-2"), true, false),
+                ],
+            ),
+            example::slice("default", "web-def", "web", "FQDN", &[], vec![]),
+        ]
+        .iter()
+        .map(|slice| EndpointSlice::from(&**slice))
+        .collect();
+        let (namespace, name) = (service.namespace.clone(), service.name.clone());
+        for (service, slices) in [
+            (Some(&service), &slices[..]),
+            (None, &slices[..1]),
+            (Some(&service), &[][..]),
+            (Some(&external), &[][..]),
+        ] {
+            let packed = PackedService::pack(service, slices);
+            assert_eq!(packed.has_service(), service.is_some());
+            let name = service.map_or(name.clone(), |service| service.name.clone());
+            let (unpacked_service, unpacked_slices) = packed.unpack(&namespace, &name);
+            assert_eq!(unpacked_service.as_ref(), service);
+            assert_eq!(unpacked_slices, slices);
+        }
+        assert!(
+            PackedService::pack(Some(&service), &slices).heap_bytes() < 160,
+            "a Service with two slices and four addresses packs small"
+        );
+    }
+
+    #[test]
+    fn packed_numbers_round_trip_across_byte_boundaries() {
+        for number in [0, 1, 127, 128, 300, 16_383, 16_384, 65_535, usize::MAX >> 1] {
+            let mut packer = Packer(Vec::new());
+            packer.number(number);
+            let mut unpacker = Unpacker {
+                bytes: &packer.0,
+                position: 0,
+            };
+            assert_eq!(unpacker.number(), number);
+            assert_eq!(unpacker.position, packer.0.len());
+        }
     }
 }

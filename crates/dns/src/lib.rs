@@ -28,7 +28,9 @@
 //! endpoints). Kept as k8s-openapi structures, even trimmed to the fields DNS reads, the
 //! cluster took more memory than the served index: a `Service` is 824 bytes before its first
 //! string. [`compact`] keeps what records are derived from — parsed addresses, port triples,
-//! flags, interned names — at a tenth of that, and [`live::LiveZone::memory_report`] (or
+//! flags, interned names — and the live zone keeps each Service with its slices packed into
+//! one allocation of about 60 bytes ([`compact::PackedService`]), unpacked only while its
+//! records are derived. [`live::LiveZone::memory_report`] (or
 //! [`zone_memory_report`] for the watch-fed server) says where the rest of the heap goes.
 //! The full build from a [`ClusterState`] of Kubernetes objects converts them the same way
 //! first, so tests, benchmark and the live zone share one derivation.

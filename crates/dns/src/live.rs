@@ -15,11 +15,12 @@
 //! What is stored, each sized for a cluster of ~90,000 names:
 //!
 //! * the objects as [`crate::compact`] records, converted by the watchers (the Kubernetes
-//!   structures are dropped right after each event), with namespace and object names interned
-//!   so that records, map keys and source keys share one allocation per name. A Service and
-//!   its slices share one table entry, the slices in a sorted `Vec` (a `BTreeMap` leaf
-//!   reserves room for 11 of them); a slice's owner is found from its name (the controller
-//!   names slices `<service>-<suffix>`), with a table only for slices named otherwise;
+//!   structures are dropped right after each event), with namespace and Service names
+//!   interned so that map keys and source keys share one allocation per name. A Service and
+//!   its slices share one table entry, packed into one allocation of bytes
+//!   ([`compact::PackedService`]) and unpacked when its records are derived; a slice's owner
+//!   is found from its name (the controller names slices `<service>-<suffix>`), with a
+//!   table only for slices named otherwise;
 //! * the source table: id ↔ source key, the way back through a keyed hash of the key
 //!   ([`SourceTable`]);
 //! * `contributors`: keyed hash of a name → ids (`u32`) of the sources whose part has it,
@@ -123,19 +124,26 @@ enum SourceKey {
 /// (namespace, name), both interned.
 type ObjectKey = (Arc<str>, Arc<str>);
 
-/// A Service and the EndpointSlices labelled with its name, which together are one source.
-/// Either may exist without the other (a slice written before its Service).
+/// A Service and the EndpointSlices labelled with its name, which together are one source,
+/// unpacked from [`compact::PackedService`] for reading or changing. Either may exist
+/// without the other (a slice written before its Service).
 #[derive(Default)]
 struct ServiceEntry {
     service: Option<compact::Service>,
-    /// Sorted by name. A vector rather than a `BTreeMap`: nearly every Service has one slice,
-    /// and a B-tree leaf reserves room for 11.
+    /// Sorted by name.
     slices: Vec<compact::EndpointSlice>,
 }
 
 impl ServiceEntry {
-    fn is_empty(&self) -> bool {
-        self.service.is_none() && self.slices.is_empty()
+    fn unpack(key: &ObjectKey, packed: &compact::PackedService) -> Self {
+        let (service, slices) = packed.unpack(&key.0, &key.1);
+        Self { service, slices }
+    }
+
+    /// The packed form, or `None` when there is nothing left to keep.
+    fn pack(&self) -> Option<compact::PackedService> {
+        (self.service.is_some() || !self.slices.is_empty())
+            .then(|| compact::PackedService::pack(self.service.as_ref(), &self.slices))
     }
 }
 
@@ -143,11 +151,10 @@ impl ServiceEntry {
 #[derive(Default)]
 struct Objects {
     interner: Interner,
-    /// (namespace, service name) → the Service and its slices: one table for both, since
-    /// nearly every Service has slices and a second table with the same keys cost 0.9 MiB
-    /// on the benchmark cluster. Boxed, because a table keeps a third of its buckets empty
-    /// and an empty bucket of a 112-byte entry costs as much as a full one.
-    services: HashMap<ObjectKey, Box<ServiceEntry>>,
+    /// (namespace, service name) → the Service and its slices, packed into one allocation
+    /// (see [`compact::PackedService`]): one table for both, since nearly every Service has
+    /// slices and a second table with the same keys cost 0.9 MiB on the benchmark cluster.
+    services: HashMap<ObjectKey, compact::PackedService>,
     /// (namespace, slice name) → the service it belonged to when last seen, only for slices
     /// not named `<service>-…`. The EndpointSlice controller names every slice that way
     /// (the Service's name and a generated suffix), so [`Objects::slice_owner`] finds nearly
@@ -177,22 +184,21 @@ impl Objects {
                 }
             }
             SourceKey::Service(namespace, name) => {
-                let key = (namespace.clone(), name.clone());
-                match self.services.get(&key).map(|entry| &**entry) {
-                    Some(ServiceEntry {
+                match self.entry(&(namespace.clone(), name.clone())) {
+                    ServiceEntry {
                         service: Some(service),
                         slices,
-                    }) => {
+                    } => {
                         let slices: Vec<&compact::EndpointSlice> = slices.iter().collect();
-                        records::service_part(service, &slices, settings)
+                        records::service_part(&service, &slices, settings)
                     }
                     _ => ZoneRecords::default(),
                 }
             }
             SourceKey::Nameserver => records::nameserver_part(
-                self.services
-                    .get(&(Arc::from("kube-system"), Arc::from("kube-dns")))
-                    .and_then(|entry| entry.service.as_ref()),
+                self.entry(&(Arc::from("kube-system"), Arc::from("kube-dns")))
+                    .service
+                    .as_ref(),
                 settings,
             ),
             SourceKey::Pod(namespace, name) => {
@@ -219,7 +225,7 @@ impl Objects {
         keys.extend(
             self.services
                 .iter()
-                .filter(|(_, entry)| entry.service.is_some())
+                .filter(|(_, packed)| packed.has_service())
                 .map(|((namespace, name), _)| SourceKey::Service(namespace.clone(), name.clone())),
         );
         keys.extend(
@@ -231,6 +237,33 @@ impl Objects {
         keys
     }
 
+    /// The Service `key` and its slices (both absent if nothing is filed under `key`).
+    fn entry(&self, key: &ObjectKey) -> ServiceEntry {
+        self.services
+            .get(key)
+            .map(|packed| ServiceEntry::unpack(key, packed))
+            .unwrap_or_default()
+    }
+
+    /// Changes the entry of `key` (interned: it becomes the table's key if new).
+    fn change_entry<T>(
+        &mut self,
+        key: ObjectKey,
+        change: impl FnOnce(&mut ServiceEntry) -> T,
+    ) -> T {
+        let mut entry = self.entry(&key);
+        let result = change(&mut entry);
+        match entry.pack() {
+            Some(packed) => {
+                self.services.insert(key, packed);
+            }
+            None => {
+                self.services.remove(&key);
+            }
+        }
+        result
+    }
+
     /// The service the slice `key` is filed under, if it is held.
     fn slice_owner(&self, key: &ObjectKey) -> Option<Arc<str>> {
         if let Some(owner) = self.slice_owner_exceptions.get(key) {
@@ -240,8 +273,9 @@ impl Objects {
         name.match_indices('-').find_map(|(position, _)| {
             // A name no object holds is not interned, so this allocates nothing.
             let candidate = self.interner.get(&name[..position])?;
-            let entry = self.services.get(&(namespace.clone(), candidate.clone()))?;
-            entry
+            let owner = (namespace.clone(), candidate.clone());
+            let packed = self.services.get(&owner)?;
+            ServiceEntry::unpack(&owner, packed)
                 .slices
                 .binary_search_by(|slice| slice.name.cmp(name))
                 .is_ok()
@@ -260,19 +294,19 @@ impl Objects {
                 self.slice_owner_exceptions
                     .insert((namespace.clone(), name.clone()), service.clone());
             }
-            let slices = &mut self
-                .services
-                .entry((namespace, service))
-                .or_default()
-                .slices;
-            match slices.binary_search_by(|other| other.name.cmp(&name)) {
-                Ok(position) => slices[position] = slice,
-                Err(position) => {
-                    slices.insert(position, slice);
-                    slices.shrink_to_fit();
-                    self.slice_count += 1;
+            let added = self.change_entry((namespace, service), |entry| {
+                match entry.slices.binary_search_by(|other| other.name.cmp(&name)) {
+                    Ok(position) => {
+                        entry.slices[position] = slice;
+                        false
+                    }
+                    Err(position) => {
+                        entry.slices.insert(position, slice);
+                        true
+                    }
                 }
-            }
+            });
+            self.slice_count += usize::from(added);
         }
     }
 
@@ -282,33 +316,31 @@ impl Objects {
         };
         self.slice_owner_exceptions.remove(key);
         let owner = (key.0.clone(), service);
-        if let Some(entry) = self.services.get_mut(&owner) {
-            let before = entry.slices.len();
-            entry.slices.retain(|slice| slice.name != key.1);
-            self.slice_count -= before - entry.slices.len();
-            if entry.is_empty() {
-                self.services.remove(&owner);
-            }
+        if self.services.contains_key(&owner) {
+            self.slice_count -= self.change_entry(owner, |entry| {
+                let before = entry.slices.len();
+                entry.slices.retain(|slice| slice.name != key.1);
+                before - entry.slices.len()
+            });
         }
     }
 
     fn insert_service(&mut self, service: compact::Service) {
         let key = (service.namespace.clone(), service.name.clone());
-        let entry = self.services.entry(key.clone()).or_default();
-        if entry.service.replace(service).is_none() {
+        let added = self.change_entry(key.clone(), |entry| {
+            entry.service.replace(service).is_none()
+        });
+        if added {
             self.service_count += 1;
             *self.services_per_namespace.entry(key.0).or_default() += 1;
         }
     }
 
     fn remove_service(&mut self, key: &ObjectKey) {
-        let Some(entry) = self.services.get_mut(key) else {
+        if !self.services.contains_key(key) {
             return;
-        };
-        let removed = entry.service.take().is_some();
-        if entry.is_empty() {
-            self.services.remove(key);
         }
+        let removed = self.change_entry(key.clone(), |entry| entry.service.take().is_some());
         if removed {
             self.service_count -= 1;
             if let Some(count) = self.services_per_namespace.get_mut(&key.0) {
@@ -320,8 +352,10 @@ impl Objects {
         }
     }
 
-    /// Interns the names of `object`, so that it shares them with everything else, and
-    /// copies the rest into allocations of this thread.
+    /// Interns the names of `object` that the zone keeps as keys, so that it shares them
+    /// with everything else, and copies the rest of a Pod into allocations of this thread.
+    /// (Services and slices are kept packed, which copies them.) A slice's own name is kept
+    /// only inside the packed form, so it is not interned.
     ///
     /// Why copy: the watcher converted `object` on a runtime thread, whose glibc arena also
     /// held the event's JSON and Kubernetes structure. Kept there, the small long-lived
@@ -330,13 +364,12 @@ impl Objects {
     fn intern(&mut self, object: &mut Object) {
         let interner = &mut self.interner;
         match object {
-            Object::Service(service) => {
-                *service = service.clone();
-                service.intern(interner);
-            }
+            Object::Service(service) => service.intern(interner),
             Object::EndpointSlice(slice) => {
-                *slice = slice.clone();
-                slice.intern(interner);
+                slice.namespace = interner.intern(&slice.namespace);
+                if let Some(service) = &mut slice.service {
+                    *service = interner.intern(service);
+                }
             }
             Object::Namespace(name) => *name = interner.intern(name),
             Object::Pod(pod) => {
@@ -625,7 +658,9 @@ pub struct PublishStats {
 /// capacities (plus glibc's 16-byte chunk rounding), for finding where resident memory goes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MemoryReport {
+    /// The Services with their EndpointSlices, packed, and their table.
     pub services: usize,
+    /// The table of slices not named after their Service.
     pub endpoint_slices: usize,
     pub namespaces: usize,
     pub pods: usize,
@@ -867,17 +902,19 @@ impl LiveZone {
     pub fn start_relist(&mut self, kind: Kind) {
         match kind {
             Kind::Service => {
-                self.objects.services.retain(|_, entry| {
+                self.objects.services.retain(|key, packed| {
+                    let mut entry = ServiceEntry::unpack(key, packed);
                     entry.service = None;
-                    !entry.is_empty()
+                    entry.pack().map(|repacked| *packed = repacked).is_some()
                 });
                 self.objects.service_count = 0;
                 self.objects.services_per_namespace.clear();
             }
             Kind::EndpointSlice => {
-                self.objects.services.retain(|_, entry| {
+                self.objects.services.retain(|key, packed| {
+                    let mut entry = ServiceEntry::unpack(key, packed);
                     entry.slices.clear();
-                    !entry.is_empty()
+                    entry.pack().map(|repacked| *packed = repacked).is_some()
                 });
                 self.objects.slice_owner_exceptions.clear();
                 self.objects.slice_count = 0;
@@ -932,30 +969,12 @@ impl LiveZone {
     pub fn memory_report(&self) -> MemoryReport {
         let objects = &self.objects;
         let services = table(&objects.services)
-            + objects.services.len() * chunk(size_of::<ServiceEntry>())
             + objects
                 .services
                 .values()
-                .filter_map(|entry| entry.service.as_ref())
-                .map(|service| chunk(service.heap_bytes()))
+                .map(|packed| chunk(packed.heap_bytes()))
                 .sum::<usize>();
-        let endpoint_slices = table(&objects.slice_owner_exceptions)
-            + objects
-                .services
-                .values()
-                .map(|entry| &entry.slices)
-                .map(|slices| {
-                    vec_bytes(slices)
-                        + slices
-                            .iter()
-                            .map(|slice| {
-                                chunk(size_of_val(&*slice.ports))
-                                    + chunk(size_of_val(&*slice.endpoints))
-                                    + chunk(slice.hostnames.len())
-                            })
-                            .sum::<usize>()
-                })
-                .sum::<usize>();
+        let endpoint_slices = table(&objects.slice_owner_exceptions);
         let namespaces = chunk(objects.namespaces.capacity() * (size_of::<Arc<str>>() + 1))
             + table(&objects.services_per_namespace);
         let pods = table(&objects.pods)
