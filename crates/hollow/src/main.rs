@@ -31,10 +31,26 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// such thread is plenty for two cores.
 // SAFETY: jemalloc reads this NUL-terminated string under this exact symbol name before the
 // first allocation; it is never written.
+#[cfg(feature = "full")]
 #[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static ALLOCATOR_SETTINGS: &[u8; 68] =
     b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000\0";
+
+/// The DNS-only build's settings, for footprint: besides the background purge, one arena
+/// rather than four per core, and small per-thread caches (16 objects of each small size, two
+/// of each large one, nothing above 4 KiB). Each allocating thread (the runtime, the zone
+/// thread) otherwise kept its own partly used pages and up to 200 freed objects of every size
+/// class. On the benchmark cluster `hollow dns` holds 1.2 MiB less after sync (27.3 → 26.1
+/// MiB) and syncs as fast; the answering threads do not allocate, so the caches' speed does
+/// not matter to queries. Turning the caches off saved 0.3 MiB more but made the sync 0.7 s
+/// slower.
+// SAFETY: as above.
+#[cfg(not(feature = "full"))]
+#[allow(unsafe_code)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static ALLOCATOR_SETTINGS: &[u8; 143] = b"background_thread:true,max_background_threads:1,\
+dirty_decay_ms:1000,narenas:1,tcache_nslots_small_max:16,tcache_nslots_large:2,tcache_max:4096\0";
 
 #[derive(Parser)]
 #[command(
