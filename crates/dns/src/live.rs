@@ -69,7 +69,8 @@ use std::time::{Duration, Instant};
 use crate::compact::{self, Interner};
 use crate::records::{self, ClusterState, CompactState, NameRecords, RecordLookup, ZoneRecords};
 use crate::snapshot::{
-    EncodedEntry, Encoder, SHARD_COUNT, Shard, ShardBuilder, Snapshot, SnapshotSettings, shard_of,
+    EncodedEntry, Encoder, KeySuffixes, SHARD_COUNT, Shard, ShardBuilder, Snapshot,
+    SnapshotSettings, shard_of,
 };
 
 /// A watched object in the compact form the zone keeps (see [`crate::compact`]).
@@ -766,6 +767,8 @@ pub struct LiveZone {
     pending: HashMap<SourceKey, ZoneRecords>,
     full_rebuild_pending: bool,
     hasher: RandomState,
+    /// The name endings the index's keys leave out (see [`KeySuffixes`]).
+    key_suffixes: Arc<KeySuffixes>,
     shards: Vec<Arc<Shard>>,
     last: PublishStats,
     /// Heap bytes of the index as of the last publish.
@@ -778,6 +781,7 @@ impl LiveZone {
         let zone = records::fixed_part(&settings.records).zone;
         Self {
             settings,
+            key_suffixes: KeySuffixes::for_zone(&zone),
             zone,
             objects: Objects::default(),
             sources: SourceTable::default(),
@@ -1046,8 +1050,9 @@ impl LiveZone {
         // times the bytes of their encoding, so holding all of them at once made the full
         // build the process's peak. Each group re-derives every part and keeps the names
         // that fall in it; what an encoding reads outside the group is merged on demand.
-        let mut builders: Vec<ShardBuilder> =
-            (0..SHARD_COUNT).map(|_| ShardBuilder::default()).collect();
+        let mut builders: Vec<ShardBuilder> = (0..SHARD_COUNT)
+            .map(|_| ShardBuilder::new(self.key_suffixes.clone()))
+            .collect();
         let mut names_encoded = 0;
         for group in 0..REBUILD_GROUPS {
             let mut merged: HashMap<Vec<u8>, NameRecords> = HashMap::new();
@@ -1177,12 +1182,7 @@ impl LiveZone {
             if let Some(dependents) = self.dependents.get(&self.hash(name)) {
                 for &dependent in dependents.as_slice() {
                     let shard = &self.shards[shard_of(dependent)];
-                    to_encode.extend(
-                        shard
-                            .names_with_hash(dependent)
-                            .into_iter()
-                            .map(<[u8]>::to_vec),
-                    );
+                    to_encode.extend(shard.names_with_hash(dependent));
                 }
             }
         }
@@ -1248,10 +1248,10 @@ impl LiveZone {
             let old = &self.shards[shard_index];
             let changed: HashSet<&[u8]> =
                 changes.iter().map(|(_, name, _)| name.as_slice()).collect();
-            let mut builder = ShardBuilder::default();
+            let mut builder = ShardBuilder::new(self.key_suffixes.clone());
             for name in old.names() {
-                if !changed.contains(name) {
-                    builder.copy(self.hasher.hash_one(name), name, old);
+                if !changed.contains(name.as_slice()) {
+                    builder.copy(self.hasher.hash_one(&name), &name, old);
                 }
             }
             for (hash, name, encoded) in &changes {
