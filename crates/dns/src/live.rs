@@ -24,10 +24,12 @@
 //! * the source table: id ↔ source key, the way back through a keyed hash of the key
 //!   ([`SourceTable`]);
 //! * `contributors`: keyed hash of a name → ids (`u32`) of the sources whose part has it,
-//!   sorted in source order. Only hashes, not names: a 64-bit keyed hash collision merely
-//!   makes a merge look at one source too many (merging reads the part's name itself). One
-//!   table of 12-byte entries holding the id itself when there is one, as for nearly every
-//!   name, else the slot of a list beside it ([`Contributors`]);
+//!   sorted in source order, for the names that need it: a name shaped
+//!   `…<service>.<namespace>.svc.<zone>` fed by that Service alone, three names in four, has
+//!   no entry. Only hashes, not names: a 64-bit keyed hash collision merely makes a merge
+//!   look at one source too many (merging reads the part's name itself). One table of
+//!   12-byte entries holding the id itself when there is one, else the slot of a list beside
+//!   it ([`Contributors`]);
 //! * `dependents`: hash of a name → hashes of names whose *encoding* read it (chased in-zone
 //!   aliases, NS glue, SRV targets' addresses in the additional section), so a name whose
 //!   records change also re-encodes every answer that embeds them (and `lookups_of`, its
@@ -460,16 +462,38 @@ fn remove_from<T: Copy + PartialEq>(map: &mut HashMap<u64, Few<T>>, key: u64, it
 
 /// Name hash → ids of the sources whose part has that name, in source order.
 ///
-/// Nearly every name has one contributor, so the table maps to one `u32`: the id itself, or,
-/// with [`Contributors::LIST`] set, the slot in `lists` of a longer list. The key is the hash
-/// split into two `u32` halves, which makes an entry 12 bytes instead of 16 (a `u64` key
-/// aligns the entry to 8): with the control byte, 13 bytes per bucket where a
-/// `HashMap<u64, Vec<u32>>` took 33 and an inline-or-boxed list 25.
+/// Most names need no entry: a name of the shape `…<service>.<namespace>.svc.<zone>` is
+/// *implicitly* fed by that Service's source (see [`implicit_source`]), and only names fed
+/// otherwise (reverse names, namespace and pod names, the fixed names, or a name of a
+/// Service's shape that another source feeds too) are stored. On the benchmark cluster that
+/// is 21,000 of 88,000 names. What [`Contributors::get`] returns may include the implicit
+/// source when its part lacks the name; every reader merges from the parts themselves, so a
+/// source too many costs a look, never a wrong answer.
+///
+/// A stored name maps to one `u32`: the id itself, or, with [`Contributors::LIST`] set, the
+/// slot in `lists` of a longer list. The key is the hash split into two `u32` halves, which
+/// makes an entry 12 bytes instead of 16 (a `u64` key aligns the entry to 8): with the
+/// control byte, 13 bytes per bucket where a `HashMap<u64, Vec<u32>>` took 33.
 #[derive(Default)]
 struct Contributors {
     names: HashMap<[u32; 2], u32>,
     lists: Vec<Vec<u32>>,
     free_lists: Vec<u32>,
+}
+
+/// The contributors of one name, stored or implicit.
+enum Ids<'a> {
+    Stored(&'a [u32]),
+    Implicit([u32; 1]),
+}
+
+impl Ids<'_> {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Self::Stored(ids) => ids,
+            Self::Implicit(id) => id,
+        }
+    }
 }
 
 impl Contributors {
@@ -479,35 +503,59 @@ impl Contributors {
         [hash as u32, (hash >> 32) as u32]
     }
 
-    fn get(&self, hash: u64) -> Option<&[u32]> {
-        let value = self.names.get(&Self::key(hash))?;
-        Some(if value & Self::LIST != 0 {
+    /// The sources feeding the name of `hash`, whose implicit source is `implicit`.
+    fn get(&self, hash: u64, implicit: Option<u32>) -> Option<Ids<'_>> {
+        let Some(value) = self.names.get(&Self::key(hash)) else {
+            return implicit.map(|id| Ids::Implicit([id]));
+        };
+        Some(Ids::Stored(if value & Self::LIST != 0 {
             &self.lists[(value & !Self::LIST) as usize]
         } else {
             std::slice::from_ref(value)
-        })
+        }))
     }
 
-    /// Adds `id` to the list at `hash`, at the position `position` picks from the list.
-    fn insert(&mut self, hash: u64, id: u32, position: impl FnOnce(&[u32]) -> usize) {
+    /// Adds `id` to the sources of the name of `hash` (implicit source `implicit`), at the
+    /// position `position` picks from the list.
+    fn insert(
+        &mut self,
+        hash: u64,
+        id: u32,
+        implicit: Option<u32>,
+        position: impl Fn(&[u32]) -> usize,
+    ) {
         debug_assert!(id & Self::LIST == 0, "source ids stay below 2^31");
-        let value = match self.names.entry(Self::key(hash)) {
-            Entry::Vacant(vacant) => {
-                vacant.insert(id);
+        let key = Self::key(hash);
+        let first = match self.names.get(&key).copied() {
+            // The implicit source alone needs no entry.
+            None if implicit == Some(id) => return,
+            None => match implicit {
+                // Another source joins the implicit one: both are stored from now on.
+                Some(implicit) => implicit,
+                None => {
+                    self.names.insert(key, id);
+                    return;
+                }
+            },
+            Some(value) if value & Self::LIST != 0 => {
+                let list = &mut self.lists[(value & !Self::LIST) as usize];
+                if !list.contains(&id) {
+                    let at = position(list);
+                    list.insert(at, id);
+                }
                 return;
             }
-            Entry::Occupied(occupied) => occupied.into_mut(),
+            Some(value) if value == id => return,
+            Some(value) => value,
         };
-        if *value & Self::LIST != 0 {
-            let list = &mut self.lists[(*value & !Self::LIST) as usize];
-            let at = position(list);
-            list.insert(at, id);
-            return;
-        }
-        let mut list = vec![*value];
-        let at = position(&list);
-        list.insert(at, id);
-        let slot = match self.free_lists.pop() {
+        let mut list = vec![first];
+        list.insert(position(&list), id);
+        let slot = self.store_list(list);
+        self.names.insert(key, Self::LIST | slot);
+    }
+
+    fn store_list(&mut self, list: Vec<u32>) -> u32 {
+        match self.free_lists.pop() {
             Some(slot) => {
                 self.lists[slot as usize] = list;
                 slot
@@ -516,17 +564,12 @@ impl Contributors {
                 self.lists.push(list);
                 (self.lists.len() - 1) as u32
             }
-        };
-        *value = Self::LIST | slot;
+        }
     }
 
-    /// Appends `id` to the list at `hash` (the full build adds sources in order).
-    fn push(&mut self, hash: u64, id: u32) {
-        self.insert(hash, id, <[u32]>::len);
-    }
-
-    /// Removes `id` from the list at `hash`, and the name when nothing remains.
-    fn remove(&mut self, hash: u64, id: u32) {
+    /// Removes `id` from the sources of the name of `hash` (implicit source `implicit`), and
+    /// the entry when what remains is nothing or the implicit source alone.
+    fn remove(&mut self, hash: u64, id: u32, implicit: Option<u32>) {
         let key = Self::key(hash);
         let Some(value) = self.names.get_mut(&key) else {
             return;
@@ -544,14 +587,15 @@ impl Contributors {
             let rest = std::mem::take(list);
             self.free_lists.push(slot);
             match rest.first() {
-                Some(&only) => *value = only,
-                None => {
+                Some(&only) if Some(only) != implicit => *value = only,
+                _ => {
                     self.names.remove(&key);
                 }
             }
         }
     }
 
+    /// Names stored (those not fed by their implicit source alone).
     fn len(&self) -> usize {
         self.names.len()
     }
@@ -561,6 +605,48 @@ impl Contributors {
             + vec_bytes(&self.lists)
             + self.lists.iter().map(vec_bytes).sum::<usize>()
             + vec_bytes(&self.free_lists)
+    }
+}
+
+/// The labels `(service, namespace)` of a name `…<service>.<namespace>.svc.<zone>`.
+fn service_of_name<'a>(suffixes: &KeySuffixes, name: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+    let before = suffixes.before_services(name)?;
+    let (mut last, mut second_last) = (None, None);
+    let mut position = 0;
+    while position < before {
+        let len = usize::from(name[position]);
+        second_last = last.replace(&name[position + 1..position + 1 + len]);
+        position += 1 + len;
+    }
+    Some((second_last?, last?))
+}
+
+/// The source that feeds a name by its shape alone: the Service `<service>` in
+/// `<namespace>` for `…<service>.<namespace>.svc.<zone>`, if the zone holds that source.
+fn implicit_source(
+    objects: &Objects,
+    sources: &SourceTable,
+    suffixes: &KeySuffixes,
+    name: &[u8],
+) -> Option<u32> {
+    let (service, namespace) = service_of_name(suffixes, name)?;
+    let name_of = |label: &[u8]| {
+        std::str::from_utf8(label)
+            .ok()
+            .and_then(|text| objects.interner.get(text))
+    };
+    sources.find_id(&SourceKey::Service(name_of(namespace)?, name_of(service)?))
+}
+
+/// Whether the name has the shape of a name of the Service source `key`.
+fn is_shaped_after(suffixes: &KeySuffixes, name: &[u8], key: &SourceKey) -> bool {
+    match key {
+        SourceKey::Service(namespace, service) => {
+            service_of_name(suffixes, name).is_some_and(|(label, namespace_label)| {
+                label == service.as_bytes() && namespace_label == namespace.as_bytes()
+            })
+        }
+        _ => false,
     }
 }
 
@@ -611,6 +697,10 @@ impl SourceTable {
             }
         }
         id
+    }
+
+    fn find_id(&self, key: &SourceKey) -> Option<u32> {
+        self.find(key, self.hasher.hash_one(key))
     }
 
     fn key(&self, id: u32) -> &SourceKey {
@@ -678,6 +768,7 @@ pub struct MemoryReport {
     /// Counts, for scale.
     pub service_count: usize,
     pub endpoint_slice_count: usize,
+    /// Names whose contributors are stored (the others have their implicit source alone).
     pub name_count: usize,
 }
 
@@ -717,7 +808,7 @@ impl std::fmt::Display for MemoryReport {
             formatter,
             "{:.1} MiB: index {:.1}, services {:.1} ({}), endpoint slices {:.1} ({}), \
              namespaces {:.2}, pods {:.2}, interned names {:.2}, sources {:.1}, \
-             contributors {:.1} ({} names), dependencies {:.1}",
+             contributors {:.1} ({} names stored), dependencies {:.1}",
             mib(self.total()),
             mib(self.index),
             mib(self.services),
@@ -1038,8 +1129,15 @@ impl LiveZone {
             ids.push(id);
             for (name, records) in part.names {
                 let hash = self.hasher.hash_one(name.as_slice());
-                // Sources come in order, so each list stays sorted.
-                self.contributors.push(hash, id);
+                let implicit = if is_shaped_after(&self.key_suffixes, &name, key) {
+                    Some(id)
+                } else {
+                    implicit_source(&self.objects, &self.sources, &self.key_suffixes, &name)
+                };
+                let sources = &self.sources;
+                self.contributors.insert(hash, id, implicit, |list| {
+                    list.partition_point(|&other| sources.key(other) < key)
+                });
                 if group_of(hash) == 0 {
                     first_group.entry(name).or_default().merge(&records);
                 }
@@ -1079,6 +1177,7 @@ impl LiveZone {
                     settings: &self.settings.records,
                     sources: &self.sources,
                     contributors: &self.contributors,
+                    suffixes: &self.key_suffixes,
                     hasher: &self.hasher,
                     parts: RefCell::default(),
                     looked_up: RefCell::default(),
@@ -1092,10 +1191,10 @@ impl LiveZone {
                 .iter()
                 .map(|(name, records)| {
                     let hash = self.hasher.hash_one(name.as_slice());
-                    let first = self
-                        .contributors
-                        .get(hash)
-                        .and_then(|ids| ids.first().copied())
+                    let first = lookup
+                        .others
+                        .contributors_of(name, hash)
+                        .and_then(|ids| ids.as_slice().first().copied())
                         .unwrap_or(u32::MAX);
                     (first, hash, name, records)
                 })
@@ -1114,8 +1213,7 @@ impl LiveZone {
                 }
                 .entry(records);
                 let read = std::mem::take(&mut *lookup.others.looked_up.borrow_mut());
-                let read = read_hashes(&self.hasher, hash, read);
-                let read = cross_source_reads(&self.contributors, hash, read);
+                let read = lookup.others.cross_source_reads(name, hash, read);
                 record_dependencies(&mut self.dependents, &mut self.lookups_of, hash, read);
                 builders[shard_of(hash)].push(hash, name, &encoded);
             }
@@ -1145,17 +1243,24 @@ impl LiveZone {
             if old.names == new.names {
                 continue;
             }
-            let old_hashes: HashSet<u64> = old.names.keys().map(|name| self.hash(name)).collect();
-            let new_hashes: HashSet<u64> = new.names.keys().map(|name| self.hash(name)).collect();
             let id = self.sources.id(&key);
-            for &hash in old_hashes.difference(&new_hashes) {
-                self.contributors.remove(hash, id);
+            for name in old.names.keys() {
+                if !new.names.contains_key(name) {
+                    let implicit =
+                        implicit_source(&self.objects, &self.sources, &self.key_suffixes, name);
+                    self.contributors.remove(self.hash(name), id, implicit);
+                }
             }
-            for &hash in new_hashes.difference(&old_hashes) {
-                let sources = &self.sources;
-                self.contributors.insert(hash, id, |list| {
-                    list.partition_point(|&other| sources.key(other) < &key)
-                });
+            for name in new.names.keys() {
+                if !old.names.contains_key(name) {
+                    let implicit =
+                        implicit_source(&self.objects, &self.sources, &self.key_suffixes, name);
+                    let sources = &self.sources;
+                    self.contributors
+                        .insert(self.hash(name), id, implicit, |list| {
+                            list.partition_point(|&other| sources.key(other) < &key)
+                        });
+                }
             }
             for (name, records) in &old.names {
                 if new.names.get(name) != Some(records) {
@@ -1195,14 +1300,15 @@ impl LiveZone {
             settings: &self.settings.records,
             sources: &self.sources,
             contributors: &self.contributors,
+            suffixes: &self.key_suffixes,
             hasher: &self.hasher,
             parts: RefCell::new(new_parts),
             looked_up: RefCell::default(),
         };
         let mut sources_read: HashSet<u32> = changed_sources.into_iter().collect();
         for name in &affected {
-            if let Some(ids) = self.contributors.get(self.hash(name)) {
-                sources_read.extend(ids);
+            if let Some(ids) = lookup.contributors_of(name, self.hash(name)) {
+                sources_read.extend(ids.as_slice());
             }
         }
         for id in sources_read {
@@ -1210,10 +1316,9 @@ impl LiveZone {
             for (name, records) in &part.names {
                 // A name fed by several sources may read through another source's records.
                 let may_read = reads_other_names(name, records)
-                    || self
-                        .contributors
-                        .get(self.hash(name))
-                        .is_some_and(|ids| ids.len() > 1);
+                    || lookup
+                        .contributors_of(name, self.hash(name))
+                        .is_some_and(|ids| ids.as_slice().len() > 1);
                 if may_read && !to_encode.contains(name) {
                     to_encode.insert(name.clone());
                 }
@@ -1232,8 +1337,7 @@ impl LiveZone {
                 }
                 .entry(&records);
                 let read = std::mem::take(&mut *lookup.looked_up.borrow_mut());
-                let read = read_hashes(&self.hasher, hash, read);
-                let read = cross_source_reads(&self.contributors, hash, read);
+                let read = lookup.cross_source_reads(&name, hash, read);
                 record_dependencies(&mut self.dependents, &mut self.lookups_of, hash, read);
                 encoded
             });
@@ -1274,17 +1378,6 @@ impl LiveZone {
 /// A name's new encoding (hash, name, `None` when it no longer exists).
 type NameChange = (u64, Vec<u8>, Option<EncodedEntry>);
 
-fn read_hashes(hasher: &RandomState, owner: u64, read: Vec<Vec<u8>>) -> Vec<u64> {
-    let mut hashes: Vec<u64> = read
-        .iter()
-        .map(|name| hasher.hash_one(name.as_slice()))
-        .filter(|&hash| hash != owner)
-        .collect();
-    hashes.sort_unstable();
-    hashes.dedup();
-    hashes
-}
-
 /// Whether encoding the `records` of `name` may read other names: SRV targets (for the
 /// additional section), an alias chain, the apex's nameserver glue. An endpoint's own SRV
 /// records point at itself, which is no read of another name.
@@ -1292,26 +1385,6 @@ fn reads_other_names(name: &[u8], records: &NameRecords) -> bool {
     records.services.iter().any(|record| record.target != name)
         || records.alias.is_some()
         || records.apex
-}
-
-/// The names of `read` that `dependents` must remember for the name `owner`: those not fed
-/// solely by a source that also feeds `owner`.
-///
-/// Nearly every read is of that kind (a headless Service's SRV answers read its endpoints'
-/// names, all from the one Service source), and kept they were most of `dependents`. They
-/// need no entry: such a name changes only when its source's part changes or another source
-/// starts feeding it, and either way [`LiveZone::update`] re-encodes every reading name
-/// (see [`reads_other_names`]) of the parts of the changed sources and of the changed
-/// names' contributors.
-fn cross_source_reads(contributors: &Contributors, owner: u64, read: Vec<u64>) -> Vec<u64> {
-    let Some(owner_sources) = contributors.get(owner) else {
-        return read;
-    };
-    read.into_iter()
-        .filter(|&target| {
-            !matches!(contributors.get(target), Some(&[only]) if owner_sources.contains(&only))
-        })
-        .collect()
 }
 
 fn record_dependencies(
@@ -1373,6 +1446,7 @@ struct Merging<'a> {
     settings: &'a records::RecordSettings,
     sources: &'a SourceTable,
     contributors: &'a Contributors,
+    suffixes: &'a KeySuffixes,
     hasher: &'a RandomState,
     parts: RefCell<HashMap<u32, Rc<ZoneRecords>>>,
     looked_up: RefCell<Vec<Vec<u8>>>,
@@ -1388,10 +1462,58 @@ impl Merging<'_> {
         part
     }
 
+    /// The sources feeding `name` (whose hash is `hash`).
+    fn contributors_of(&self, name: &[u8], hash: u64) -> Option<Ids<'_>> {
+        self.contributors.get(
+            hash,
+            implicit_source(self.objects, self.sources, self.suffixes, name),
+        )
+    }
+
+    /// The hashes of the names in `read` that `dependents` must remember for the name
+    /// `owner` (hash `owner_hash`): those not fed solely by a source that also feeds `owner`.
+    ///
+    /// Nearly every read is of that kind (a headless Service's SRV answers read its
+    /// endpoints' names, all from the one Service source), and kept they were most of
+    /// `dependents`. They need no entry: such a name changes only when its source's part
+    /// changes or another source starts feeding it, and either way [`LiveZone::update`]
+    /// re-encodes every reading name (see [`reads_other_names`]) of the parts of the changed
+    /// sources and of the changed names' contributors.
+    fn cross_source_reads(
+        &self,
+        owner: &[u8],
+        owner_hash: u64,
+        mut read: Vec<Vec<u8>>,
+    ) -> Vec<u64> {
+        read.sort_unstable();
+        read.dedup();
+        let owner_sources = self.contributors_of(owner, owner_hash);
+        let mut hashes: Vec<u64> = read
+            .iter()
+            .filter_map(|name| {
+                let hash = self.hasher.hash_one(name.as_slice());
+                if hash == owner_hash {
+                    return None;
+                }
+                let Some(owner_sources) = &owner_sources else {
+                    return Some(hash);
+                };
+                let fed_alongside = matches!(
+                    self.contributors_of(name, hash).as_ref().map(Ids::as_slice),
+                    Some(&[only]) if owner_sources.as_slice().contains(&only)
+                );
+                (!fed_alongside).then_some(hash)
+            })
+            .collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        hashes
+    }
+
     fn merged(&self, name: &[u8]) -> Option<NameRecords> {
-        let ids = self.contributors.get(self.hasher.hash_one(name))?;
+        let ids = self.contributors_of(name, self.hasher.hash_one(name))?;
         let mut merged: Option<NameRecords> = None;
-        for &id in ids {
+        for &id in ids.as_slice() {
             if let Some(records) = self.part(id).names.get(name) {
                 merged.get_or_insert_default().merge(records);
             }
@@ -1806,6 +1928,88 @@ mod tests {
         assert!(update.shards_repacked <= update.names_encoded);
         let full = Snapshot::build(&zone_state_with_extra(), &settings());
         assert_same(&snapshot, &full);
+    }
+
+    #[test]
+    fn names_of_a_services_shape_need_no_stored_contributors() {
+        let zone = wire::encode_name("cluster.local").unwrap();
+        let suffixes = KeySuffixes::for_zone(&zone);
+        let name = |text: &str| wire::encode_name(text).unwrap();
+        for (text, expected) in [
+            ("web.default.svc.cluster.local", Some(("web", "default"))),
+            (
+                "web-0.web.default.svc.cluster.local",
+                Some(("web", "default")),
+            ),
+            (
+                "_http._tcp.web.default.svc.cluster.local",
+                Some(("web", "default")),
+            ),
+            ("default.svc.cluster.local", None),
+            ("svc.cluster.local", None),
+            ("web.default.svc.example.org", None),
+            ("10.0.96.10.in-addr.arpa", None),
+        ] {
+            let name = name(text);
+            let found = service_of_name(&suffixes, &name).map(|(service, namespace)| {
+                (
+                    std::str::from_utf8(service).unwrap().to_owned(),
+                    std::str::from_utf8(namespace).unwrap().to_owned(),
+                )
+            });
+            let expected =
+                expected.map(|(service, namespace)| (service.to_owned(), namespace.to_owned()));
+            assert_eq!(found, expected, "{text}");
+        }
+
+        // Source order here is the order of the ids.
+        let position = |id: u32| move |list: &[u32]| list.partition_point(|&other| other < id);
+        let (service, other, reverse) = (1, 2, 7);
+        let mut contributors = Contributors::default();
+        // The Service's own names: nothing stored.
+        contributors.insert(10, service, Some(service), position(service));
+        assert_eq!(contributors.len(), 0);
+        assert_eq!(
+            contributors.get(10, Some(service)).unwrap().as_slice(),
+            &[service]
+        );
+        assert!(contributors.get(10, None).is_none());
+        // Another source joins a name of the Service's shape: both stored, in order.
+        contributors.insert(10, other, Some(service), position(other));
+        assert_eq!(contributors.len(), 1);
+        assert_eq!(
+            contributors.get(10, Some(service)).unwrap().as_slice(),
+            &[service, other]
+        );
+        contributors.insert(10, service, Some(service), position(service));
+        assert_eq!(
+            contributors.get(10, Some(service)).unwrap().as_slice(),
+            &[service, other],
+            "no source twice"
+        );
+        // It leaves again: the implicit source alone, nothing stored.
+        contributors.remove(10, other, Some(service));
+        assert_eq!(contributors.len(), 0);
+        // The Service's part drops the name while another source still feeds it.
+        contributors.insert(10, other, Some(service), position(other));
+        contributors.remove(10, service, Some(service));
+        assert_eq!(
+            contributors.get(10, Some(service)).unwrap().as_slice(),
+            &[other]
+        );
+        contributors.remove(10, other, Some(service));
+        assert_eq!(contributors.len(), 0);
+        // A name of no Service's shape (a reverse name) is stored.
+        contributors.insert(20, reverse, None, position(reverse));
+        contributors.insert(20, service, None, position(service));
+        assert_eq!(
+            contributors.get(20, None).unwrap().as_slice(),
+            &[service, reverse]
+        );
+        contributors.remove(20, reverse, None);
+        contributors.remove(20, service, None);
+        assert!(contributors.get(20, None).is_none());
+        assert_eq!(contributors.len(), 0);
     }
 
     #[test]

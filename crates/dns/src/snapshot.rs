@@ -215,6 +215,14 @@ impl KeySuffixes {
         }
     }
 
+    /// For a name ending in `svc.<zone>`, how many bytes come before that ending.
+    pub(crate) fn before_services(&self, name: &[u8]) -> Option<usize> {
+        match self.split(name) {
+            (1, kept) => Some(kept),
+            _ => None,
+        }
+    }
+
     /// The code of the longest ending `name` has (at a label boundary), and how many bytes
     /// of `name` come before it.
     fn split(&self, name: &[u8]) -> (u8, usize) {
