@@ -1151,6 +1151,7 @@ impl LiveZone {
         let mut builders: Vec<ShardBuilder> = (0..SHARD_COUNT)
             .map(|_| ShardBuilder::new(self.key_suffixes.clone()))
             .collect();
+        let mut shards: Vec<Arc<Shard>> = Vec::with_capacity(SHARD_COUNT);
         let mut names_encoded = 0;
         for group in 0..REBUILD_GROUPS {
             let mut merged: HashMap<Vec<u8>, NameRecords> = HashMap::new();
@@ -1215,14 +1216,22 @@ impl LiveZone {
                 let read = std::mem::take(&mut *lookup.others.looked_up.borrow_mut());
                 let read = lookup.others.cross_source_reads(name, hash, read);
                 record_dependencies(&mut self.dependents, &mut self.lookups_of, hash, read);
-                builders[shard_of(hash)].push(hash, name, &encoded);
+                builders[shard_of(hash) - shards.len()].push(hash, name, &encoded);
             }
             names_encoded += merged.len();
+            drop(lookup);
+            drop(merged);
+            // This group's shards (the next in order) are complete: packed now, their
+            // builders' spare capacity is free before the next group's records are merged.
+            let group_shards = SHARD_COUNT / REBUILD_GROUPS;
+            shards.extend(
+                builders
+                    .drain(..group_shards)
+                    .map(|builder| Arc::new(builder.finish())),
+            );
         }
-        self.shards = builders
-            .into_iter()
-            .map(|builder| Arc::new(builder.finish()))
-            .collect();
+        debug_assert!(builders.is_empty() && shards.len() == SHARD_COUNT);
+        self.shards = shards;
         PublishStats {
             full: true,
             duration: Duration::ZERO,
