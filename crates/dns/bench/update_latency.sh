@@ -9,12 +9,15 @@
 # child process watching it, CHANGES measured ready-flips idle and again under LOAD_RATE
 # slice writes/s. See crates/dns/examples/update_latency.rs for what is measured.
 #
-# Then, unless HOLLOW_DNS=0, builds the `hollow` binary and starts `hollow dns` against the same
-# API server to report what the deployed program holds after sync (jemalloc, no API server code
-# in the binary; the child above runs on glibc malloc inside the benchmark's own binary).
+# Then, unless HOLLOW_DNS=0, builds the DNS-only `hollow` binary in the `dns-lean` profile (the
+# lean deployment build: about 7 minutes the first time on 2 cores) and starts `hollow dns`
+# against the same API server to report what the deployed program holds after sync (jemalloc,
+# no API server code in the binary; the child above runs on glibc malloc inside the
+# benchmark's own binary). HOLLOW_PROFILE=release measures the release build instead.
 #
-# Tunables (environment): BUILD (0 = use the built binaries) DATA KIT CHANGES LOAD_RATE HOLLOW_DNS,
-# and, passed on to the example, LATENCY (0 = memory only) CHURN (slice writes after the sync) HOLD.
+# Tunables (environment): BUILD (0 = use the built binaries) DATA KIT CHANGES LOAD_RATE HOLLOW_DNS
+# HOLLOW_PROFILE, and, passed on to the example, LATENCY (0 = memory only) CHURN (slice writes
+# after the sync) HOLD.
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -35,11 +38,12 @@ fi
 if [ "${BUILD:-1}" != 0 ]; then
   (cd "$ROOT" && cargo build --release -p hollow-dns --example update_latency) || die "build failed"
   if [ "${HOLLOW_DNS:-1}" != 0 ]; then
-    (cd "$ROOT" && cargo build --release -p hollow) || die "building hollow failed"
+    (cd "$ROOT" && cargo build --profile "${HOLLOW_PROFILE:-dns-lean}" -p hollow --no-default-features) ||
+      die "building hollow failed"
   fi
 fi
 if [ "${HOLLOW_DNS:-1}" != 0 ]; then
-  export HOLLOW="$ROOT/target/release/hollow"
+  export HOLLOW="$ROOT/target/${HOLLOW_PROFILE:-dns-lean}/hollow"
 else
   unset HOLLOW
 fi

@@ -699,6 +699,10 @@ impl SourceTable {
         id
     }
 
+    fn shrink_to_fit(&mut self) {
+        self.keys.shrink_to_fit();
+    }
+
     fn find_id(&self, key: &SourceKey) -> Option<u32> {
         self.find(key, self.hasher.hash_one(key))
     }
@@ -1232,6 +1236,8 @@ impl LiveZone {
         }
         debug_assert!(builders.is_empty() && shards.len() == SHARD_COUNT);
         self.shards = shards;
+        // The table grew by doubling while every source was added; updates add few.
+        self.sources.shrink_to_fit();
         PublishStats {
             full: true,
             duration: Duration::ZERO,
