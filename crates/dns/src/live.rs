@@ -53,11 +53,13 @@
 //!
 //! The first sync and every relist after a reconnect do a full rebuild instead, from the same
 //! parts, since then nearly everything is affected anyway. It merges and encodes the names in
-//! four groups of shards, one after the other, re-deriving the parts for each: the merged
-//! records of the whole zone took three times the bytes of the encoded index and made the
-//! full build the process's resident peak (95 MiB where the synced server held 52 on the
-//! benchmark cluster; 59 in groups), for a build that takes about 2.5 times as long (0.66 s
-//! → 1.6 s on that cluster; the previous snapshot serves meanwhile).
+//! eight groups of shards, one after the other, re-deriving the parts for each, and packs
+//! each group's shards as soon as it is encoded: the merged records of the whole zone took
+//! three times the bytes of the encoded index and made the full build the process's resident
+//! peak (95 MiB where the synced server held 52 on the benchmark cluster; 59 in four groups).
+//! Since the server holds 19–23 MiB after sync, eight groups rather than four lower the
+//! peak from ~40 to ~34 MiB for about 0.5 s more per full build (the previous snapshot
+//! serves meanwhile).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -1431,8 +1433,8 @@ fn forget_dependencies(
 
 /// How many groups of shards a full rebuild merges and encodes one after the other (see
 /// [`LiveZone::rebuild`]): each more costs one more derivation of every part and saves
-/// holding another share of the merged records.
-const REBUILD_GROUPS: usize = 4;
+/// holding another share of the merged records. Divides [`SHARD_COUNT`].
+const REBUILD_GROUPS: usize = 8;
 
 /// A full build's lookup: names of the group being encoded from its merged map, any other
 /// from its contributors' parts; notes which names were read.
